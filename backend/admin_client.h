@@ -1,0 +1,66 @@
+// Clients of unbd-server for tools and tests: AdminClient (VolumeAdmin) and IoClient (BlockIo
+// unary calls). Both return unbd::Status with the server's code and message. The frontend's
+// high-throughput path uses the BlockIo stream directly (proto/unbd/v1/io.proto, io_frame.h).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/status.h"
+#include "unbd/v1/io.grpc.pb.h"
+#include "unbd/v1/volume.grpc.pb.h"
+
+namespace unbd::backend {
+
+// A channel whose message limits fit ServerLimits. own_connection: a separate TCP connection
+// rather than gRPC's shared one (one per frontend queue spreads load).
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, bool own_connection = false);
+
+Status FromGrpc(const grpc::Status& s);
+
+// "12" names volume id 12, anything else a volume name.
+v1::VolumeRef ParseVolumeRef(const std::string& s);
+
+class AdminClient {
+ public:
+  explicit AdminClient(std::shared_ptr<grpc::Channel> channel);
+  explicit AdminClient(const std::string& target) : AdminClient(MakeChannel(target)) {}
+
+  Status Create(const std::string& name, uint64_t size_bytes, v1::Volume* out);
+  Status Delete(const v1::VolumeRef& ref);
+  Status List(std::vector<v1::Volume>* out);
+  Status Stat(const v1::VolumeRef& ref, v1::Volume* out);
+  Status Resize(const v1::VolumeRef& ref, uint64_t new_size_bytes, v1::Volume* out);
+  Status Checksums(const v1::VolumeRef& ref, uint64_t start_block, uint32_t count,
+                   std::vector<uint64_t>* out);
+
+ private:
+  std::unique_ptr<v1::VolumeAdmin::Stub> stub_;
+};
+
+class IoClient {
+ public:
+  explicit IoClient(std::shared_ptr<grpc::Channel> channel);
+  explicit IoClient(const std::string& target) : IoClient(MakeChannel(target)) {}
+
+  Status Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
+              v1::OpenVolumeResponse* out = nullptr);
+  Status Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
+              std::string* out);
+  Status Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
+               bool fua = false);
+  Status ZeroRange(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length,
+                   bool discard, bool fua = false);
+  Status Flush(uint64_t volume_id, uint64_t epoch);
+
+  v1::BlockIo::Stub* stub() { return stub_.get(); }
+
+ private:
+  std::unique_ptr<v1::BlockIo::Stub> stub_;
+};
+
+}  // namespace unbd::backend

@@ -1,0 +1,56 @@
+// Metrics: per-volume request counters, byte counters, latency histograms and fenced-request
+// counts, rendered in the Prometheus text format (served by backend/metrics_http.h). Recording is
+// lock-free (atomics); only finding a volume's entry takes a shared lock.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "unbd/v1/io.pb.h"
+
+namespace unbd::backend {
+
+class Metrics {
+ public:
+  static constexpr int kNumOps = 6;  // indexed by v1::Opcode
+  static constexpr std::array<double, 15> kBucketsSeconds = {
+      25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
+      10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0};
+
+  struct Histogram {
+    std::array<std::atomic<uint64_t>, kBucketsSeconds.size() + 1> buckets{};
+    std::atomic<uint64_t> count{0};
+    std::atomic<uint64_t> sum_ns{0};
+    void Observe(uint64_t ns);
+  };
+
+  struct VolumeMetrics {
+    std::array<std::atomic<uint64_t>, kNumOps> ops{};
+    std::array<std::atomic<uint64_t>, kNumOps> errors{};
+    std::array<std::atomic<uint64_t>, kNumOps> bytes{};
+    std::array<Histogram, kNumOps> latency;
+    std::atomic<uint64_t> fenced{0};
+  };
+
+  // The entry for an existing volume (created on first use).
+  VolumeMetrics& ForVolume(uint64_t volume_id);
+  void ForgetVolume(uint64_t volume_id);
+
+  std::atomic<uint64_t> unknown_volume_requests{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<int64_t> active_streams{0};
+  std::atomic<uint64_t> wal_syncs{0};  // refreshed from the store when rendering
+
+  std::string RenderPrometheus() const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::map<uint64_t, std::unique_ptr<VolumeMetrics>> volumes_;
+};
+
+}  // namespace unbd::backend

@@ -1,0 +1,152 @@
+// unbd-server: serves volumes from a RocksDB store over gRPC (unbd.v1.VolumeAdmin, unbd.v1.BlockIo).
+//
+//   unbd-server --listen 0.0.0.0:7420 --data-dir /var/lib/unbd --metrics-listen 127.0.0.1:9420
+//
+// Startup fails with a clear message (exit 1) when the port is busy, the data directory is not
+// writable, or another server holds the directory. SIGTERM/SIGINT: stop accepting work, let
+// in-flight batches finish and answer, sync the WAL, close the store, exit 0.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "backend/metrics.h"
+#include "backend/metrics_http.h"
+#include "backend/store.h"
+#include "backend/volume_service.h"
+
+namespace {
+
+using unbd::Status;
+
+// gRPC's own bind error is a generic "failed to add port"; probing first gives the errno, and
+// SO_REUSEPORT is off in gRPC too, so a second server on the same port fails instead of sharing.
+Status ProbeListen(const std::string& listen) {
+  std::string host;
+  int port;
+  if (!unbd::backend::SplitHostPort(listen, &host, &port)) {
+    return Status::InvalidArgument("--listen " + listen + ": expected HOST:PORT");
+  }
+  if (port == 0) return Status::Ok();
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  const std::string port_str = std::to_string(port);
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &res);
+  if (rc != 0) return Status::InvalidArgument("--listen " + listen + ": " + gai_strerror(rc));
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  Status s;
+  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    s = Status::FromErrno(errno, "cannot listen on " + listen);
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(res);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"unbd-server: block volumes over gRPC, stored in RocksDB"};
+  std::string listen = "0.0.0.0:7420";
+  std::string data_dir;
+  std::string metrics_listen;
+  std::string log_level = "info";
+  std::string port_file;
+  uint32_t test_apply_delay_us = 0;
+  app.add_option("--listen", listen, "gRPC address HOST:PORT (port 0: pick a free one)")
+      ->capture_default_str();
+  app.add_option("--data-dir", data_dir, "RocksDB directory (created if missing)")->required();
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Prometheus metrics address HOST:PORT (HTTP); off when empty");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off")
+      ->capture_default_str();
+  app.add_option("--port-file", port_file,
+                 "after startup, write the gRPC port and the metrics port (one per line) here");
+  app.add_option("--test-apply-delay-us", test_apply_delay_us,
+                 "fault injection for tests: delay between fencing check and apply")
+      ->group("");
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ unbd-server: %v");
+
+  // Signals are taken synchronously by the main thread; block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto fail = [](const Status& s) {
+    spdlog::critical("{}", s.message());
+    return 1;
+  };
+
+  if (Status s = ProbeListen(listen); !s.ok()) return fail(s);
+
+  unbd::backend::StoreOptions opts;
+  opts.dir = data_dir;
+  opts.test_apply_delay_us = test_apply_delay_us;
+  std::unique_ptr<unbd::backend::Store> store;
+  if (Status s = unbd::backend::Store::Open(opts, &store); !s.ok()) return fail(s);
+
+  unbd::backend::Metrics metrics;
+  std::unique_ptr<unbd::backend::MetricsHttpServer> metrics_http;
+  if (!metrics_listen.empty()) {
+    metrics_http = std::make_unique<unbd::backend::MetricsHttpServer>([&] {
+      metrics.wal_syncs = store->syncs_done();
+      return metrics.RenderPrometheus();
+    });
+    if (Status s = metrics_http->Start(metrics_listen); !s.ok()) return fail(s);
+  }
+
+  unbd::backend::VolumeService service(store.get(), &metrics);
+  const auto limits = service.Limits();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_message_bytes()));
+  builder.SetMaxSendMessageSize(static_cast<int>(limits.max_message_bytes()));
+  builder.RegisterService(static_cast<unbd::v1::VolumeAdmin::Service*>(&service));
+  builder.RegisterService(static_cast<unbd::v1::BlockIo::Service*>(&service));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return fail(Status::Unavailable("cannot listen on " + listen));
+  }
+  spdlog::info("listening on {} (port {}), data in {}, metrics {}", listen, port, data_dir,
+               metrics_http ? std::to_string(metrics_http->port()) : std::string("off"));
+  if (!port_file.empty()) {
+    std::ofstream f(port_file + ".tmp");
+    f << port << "\n" << (metrics_http ? metrics_http->port() : 0) << "\n";
+    f.close();
+    std::rename((port_file + ".tmp").c_str(), port_file.c_str());
+  }
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("signal {}: draining", sig);
+  service.BeginDrain();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Wait();
+  if (metrics_http) metrics_http->Stop();
+  store.reset();  // syncs the WAL and closes RocksDB
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,596 @@
+#include "backend/store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include "backend/key_codec.h"
+
+namespace unbd::backend {
+namespace {
+
+constexpr uint64_t kMaxVolumeBytes = 1ull << 60;  // keeps offset + length far from overflow
+constexpr uint32_t kMaxChecksumBlocks = 65536;
+// Short discards are cheaper as point deletes: range tombstones cost every later read a check.
+constexpr uint64_t kPointDeleteMaxBlocks = 64;
+
+Status FromRocks(const rocksdb::Status& s, const std::string& context) {
+  if (s.ok()) return Status::Ok();
+  return Status::IoError(context + ": " + s.ToString());
+}
+
+std::string VolumeCtx(uint64_t volume_id) { return "volume " + std::to_string(volume_id); }
+std::string OpCtx(const IoOp& op) {
+  return "volume " + std::to_string(op.volume_id) + " offset " + std::to_string(op.offset);
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool IsWriteOp(v1::Opcode op) {
+  return op == v1::OP_WRITE || op == v1::OP_DISCARD || op == v1::OP_WRITE_ZEROES;
+}
+
+}  // namespace
+
+uint64_t BlockChecksum(std::string_view block) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : block) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(options.dir, ec);
+  if (ec) {
+    return Status::IoError("data directory " + options.dir + ": cannot create: " + ec.message());
+  }
+  // RocksDB's own error for a read-only directory is obscure; probe first.
+  const std::string probe = options.dir + "/.unbd-write-probe";
+  int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Status::FromErrno(errno, "data directory " + options.dir + " is not writable");
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+
+  rocksdb::Options db_opts;
+  db_opts.create_if_missing = true;
+  db_opts.create_missing_column_families = true;
+  // Plain writes stay in a user-space WAL buffer until FLUSH/FUA (the volatile write cache of the
+  // block-device contract); the WalSyncer writes and fsyncs it.
+  db_opts.manual_wal_flush = true;
+  db_opts.max_background_jobs = 2;
+  db_opts.max_total_wal_size = 1ull << 30;
+
+  rocksdb::ColumnFamilyOptions data_opts;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.block_size = 16 * 1024;
+  table.cache_index_and_filter_blocks = false;
+  data_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  data_opts.compression = rocksdb::kNoCompression;  // block payloads rarely compress; CPU matters
+  data_opts.write_buffer_size = 64ull << 20;
+  data_opts.max_write_buffer_number = 4;
+  data_opts.level_compaction_dynamic_level_bytes = true;
+  data_opts.memtable_whole_key_filtering = true;
+  data_opts.memtable_prefix_bloom_size_ratio = 0.02;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, data_opts},
+      {"meta", rocksdb::ColumnFamilyOptions()},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(db_opts), options.dir, cfs, &handles,
+                                        &db);
+  if (!s.ok()) {
+    const std::string msg = s.ToString();
+    if (msg.find("LOCK") != std::string::npos || msg.find("lock") != std::string::npos) {
+      return Status::Unavailable("data directory " + options.dir +
+                                 " is already in use by another unbd-server (RocksDB LOCK held): " +
+                                 msg);
+    }
+    return Status::IoError("data directory " + options.dir + ": cannot open store: " + msg);
+  }
+  std::unique_ptr<Store> store(new Store(options, db, std::move(handles)));
+  Status ls = store->LoadVolumes();
+  if (!ls.ok()) return ls;
+  *out = std::move(store);
+  return Status::Ok();
+}
+
+Store::Store(StoreOptions options, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs)
+    : options_(std::move(options)),
+      db_(db),
+      data_cf_(cfs[0]),
+      meta_cf_(cfs[1]),
+      handles_(std::move(cfs)),
+      syncer_([this] { return FromRocks(db_->FlushWAL(/*sync=*/true), "WAL sync"); }) {}
+
+Store::~Store() {
+  Status s = syncer_.Sync();
+  if (!s.ok()) spdlog::error("closing store: {}", s.ToString());
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  rocksdb::Status cs = db_->Close();
+  if (!cs.ok()) spdlog::error("closing store: {}", cs.ToString());
+  delete db_;
+}
+
+Status Store::LoadVolumes() {
+  std::string next;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, kNextVolumeIdKey, &next);
+  if (s.ok() && next.size() == 8) {
+    next_volume_id_ = GetBigEndian64(next.data());
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading volume id counter");
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+  for (it->Seek(kVolumeMetaPrefix); it->Valid() && it->key().starts_with(kVolumeMetaPrefix);
+       it->Next()) {
+    auto v = std::make_shared<VolumeState>();
+    if (!v->meta.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Internal("corrupt volume metadata at key " + it->key().ToString(true));
+    }
+    v->id = v->meta.id();
+    next_volume_id_ = std::max(next_volume_id_, v->id + 1);
+    volumes_[v->id] = std::move(v);
+  }
+  spdlog::info("store {}: {} volume(s)", options_.dir, volumes_.size());
+  return FromRocks(it->status(), "loading volumes");
+}
+
+std::shared_ptr<Store::VolumeState> Store::FindVolume(uint64_t volume_id) {
+  std::shared_lock l(volumes_mu_);
+  auto it = volumes_.find(volume_id);
+  return it == volumes_.end() ? nullptr : it->second;
+}
+
+Status Store::PutMetaSynced(const v1::Volume& meta, bool new_name) {
+  rocksdb::WriteBatch wb;
+  v1::Volume stored = meta;
+  stored.clear_approx_stored_bytes();
+  wb.Put(meta_cf_, VolumeMetaKey(meta.id()), stored.SerializeAsString());
+  if (new_name) {
+    char id[8];
+    PutBigEndian64(id, meta.id());
+    wb.Put(meta_cf_, VolumeNameKey(meta.name()), rocksdb::Slice(id, 8));
+    char next[8];
+    PutBigEndian64(next, next_volume_id_);
+    wb.Put(meta_cf_, kNextVolumeIdKey, rocksdb::Slice(next, 8));
+  }
+  Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(meta.id()) + ": metadata");
+  if (!s.ok()) return s;
+  return syncer_.Sync();
+}
+
+Status Store::CreateVolume(const std::string& name, uint64_t size_bytes, uint32_t block_size,
+                           v1::Volume* out) {
+  if (!ValidName(name)) {
+    return Status::InvalidArgument("volume name \"" + name +
+                                   "\": must be 1-128 characters of [A-Za-z0-9._-]");
+  }
+  if (block_size == 0) block_size = kBlockSize;
+  if (block_size != kBlockSize) {
+    return Status::InvalidArgument("volume \"" + name + "\": block size " +
+                                   std::to_string(block_size) + " is not supported (only 4096)");
+  }
+  if (size_bytes == 0 || size_bytes % kBlockSize != 0 || size_bytes > kMaxVolumeBytes) {
+    return Status::InvalidArgument("volume \"" + name + "\": size " + std::to_string(size_bytes) +
+                                   " must be a non-zero multiple of 4096 and at most 2^60");
+  }
+  std::lock_guard admin(admin_mu_);
+  {
+    std::shared_lock l(volumes_mu_);
+    for (const auto& [id, v] : volumes_) {
+      if (v->meta.name() == name) {
+        return Status::AlreadyExists("volume \"" + name + "\" already exists (id " +
+                                     std::to_string(id) + ")");
+      }
+    }
+  }
+  auto v = std::make_shared<VolumeState>();
+  v->id = next_volume_id_++;
+  v->meta.set_id(v->id);
+  v->meta.set_name(name);
+  v->meta.set_size_bytes(size_bytes);
+  v->meta.set_block_size(block_size);
+  v->meta.set_created_unix_ms(NowUnixMs());
+  Status s = PutMetaSynced(v->meta, /*new_name=*/true);
+  if (!s.ok()) return s;
+  *out = v->meta;
+  {
+    std::unique_lock l(volumes_mu_);
+    volumes_[v->id] = v;
+  }
+  spdlog::info("created volume {} \"{}\" size {}", v->id, name, size_bytes);
+  return Status::Ok();
+}
+
+Status Store::DeleteVolume(uint64_t volume_id) {
+  std::lock_guard admin(admin_mu_);
+  auto v = FindVolume(volume_id);
+  if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  std::lock_guard fence(v->fence);
+  rocksdb::WriteBatch wb;
+  wb.DeleteRange(data_cf_, DataKey(volume_id, 0), DataKey(volume_id + 1, 0));
+  wb.Delete(meta_cf_, VolumeMetaKey(volume_id));
+  wb.Delete(meta_cf_, VolumeNameKey(v->meta.name()));
+  Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(volume_id) + ": delete");
+  if (s.ok()) s = syncer_.Sync();
+  if (!s.ok()) return s;
+  v->deleted = true;
+  {
+    std::unique_lock l(volumes_mu_);
+    volumes_.erase(volume_id);
+  }
+  spdlog::info("deleted volume {} \"{}\"", volume_id, v->meta.name());
+  return Status::Ok();
+}
+
+Status Store::ResolveVolume(const v1::VolumeRef& ref, uint64_t* volume_id) {
+  switch (ref.ref_case()) {
+    case v1::VolumeRef::kId:
+      if (!FindVolume(ref.id())) return Status::NotFound(VolumeCtx(ref.id()) + ": no such volume");
+      *volume_id = ref.id();
+      return Status::Ok();
+    case v1::VolumeRef::kName: {
+      std::shared_lock l(volumes_mu_);
+      for (const auto& [id, v] : volumes_) {
+        if (v->meta.name() == ref.name()) {
+          *volume_id = id;
+          return Status::Ok();
+        }
+      }
+      return Status::NotFound("volume \"" + ref.name() + "\": no such volume");
+    }
+    default:
+      return Status::InvalidArgument("no volume given (set an id or a name)");
+  }
+}
+
+Status Store::StatVolume(uint64_t volume_id, v1::Volume* out) {
+  auto v = FindVolume(volume_id);
+  if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  {
+    std::shared_lock fence(v->fence);
+    *out = v->meta;
+  }
+  std::string begin = DataKey(volume_id, 0), end = DataKey(volume_id + 1, 0);
+  rocksdb::Range range(begin, end);
+  uint64_t size = 0;
+  rocksdb::SizeApproximationOptions opts;
+  opts.include_memtables = true;
+  opts.include_files = true;
+  if (db_->GetApproximateSizes(opts, data_cf_, &range, 1, &size).ok()) {
+    out->set_approx_stored_bytes(size);
+  }
+  return Status::Ok();
+}
+
+Status Store::ListVolumes(std::vector<v1::Volume>* out) {
+  std::vector<uint64_t> ids;
+  {
+    std::shared_lock l(volumes_mu_);
+    for (const auto& [id, v] : volumes_) ids.push_back(id);
+  }
+  out->clear();
+  for (uint64_t id : ids) {
+    v1::Volume vol;
+    if (StatVolume(id, &vol).ok()) out->push_back(std::move(vol));  // skip if deleted meanwhile
+  }
+  return Status::Ok();
+}
+
+Status Store::ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, v1::Volume* out) {
+  std::lock_guard admin(admin_mu_);
+  auto v = FindVolume(volume_id);
+  if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  std::lock_guard fence(v->fence);
+  if (new_size_bytes == 0 || new_size_bytes % kBlockSize != 0 || new_size_bytes > kMaxVolumeBytes) {
+    return Status::InvalidArgument(VolumeCtx(volume_id) + ": size " +
+                                   std::to_string(new_size_bytes) +
+                                   " must be a non-zero multiple of 4096 and at most 2^60");
+  }
+  if (new_size_bytes < v->meta.size_bytes()) {
+    return Status::InvalidArgument(VolumeCtx(volume_id) + ": cannot shrink from " +
+                                   std::to_string(v->meta.size_bytes()) + " to " +
+                                   std::to_string(new_size_bytes) + " bytes (grow only)");
+  }
+  v1::Volume meta = v->meta;
+  meta.set_size_bytes(new_size_bytes);
+  Status s = PutMetaSynced(meta, false);
+  if (!s.ok()) return s;
+  v->meta = meta;
+  *out = meta;
+  spdlog::info("resized volume {} to {}", volume_id, new_size_bytes);
+  return Status::Ok();
+}
+
+Status Store::OpenVolume(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
+                         v1::Volume* out) {
+  if (epoch == 0) return Status::InvalidArgument(VolumeCtx(volume_id) + ": epoch must be > 0");
+  if (client_id.empty()) return Status::InvalidArgument(VolumeCtx(volume_id) + ": empty client id");
+  auto v = FindVolume(volume_id);
+  if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  // Exclusive: waits for every in-flight data op of the old epoch to finish applying, and no op
+  // can check its epoch until the new one is durable and installed.
+  std::lock_guard fence(v->fence);
+  if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  const uint64_t cur = v->meta.epoch();
+  if (epoch < cur || (epoch == cur && client_id != v->meta.client_id())) {
+    return Status::FailedPrecondition(VolumeCtx(volume_id) + ": epoch " + std::to_string(epoch) +
+                                      " is fenced by epoch " + std::to_string(cur) +
+                                      " (held by client \"" + v->meta.client_id() + "\")");
+  }
+  if (epoch > cur) {
+    v1::Volume meta = v->meta;
+    meta.set_epoch(epoch);
+    meta.set_client_id(client_id);
+    Status s = PutMetaSynced(meta, false);
+    if (!s.ok()) return s;
+    v->meta = meta;
+    spdlog::info("volume {}: opened with epoch {} by \"{}\"", volume_id, epoch, client_id);
+  }
+  *out = v->meta;
+  return Status::Ok();
+}
+
+Status Store::BlockChecksums(uint64_t volume_id, uint64_t start_block, uint32_t count,
+                             std::vector<uint64_t>* out) {
+  auto v = FindVolume(volume_id);
+  if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  uint64_t blocks;
+  {
+    std::shared_lock fence(v->fence);
+    blocks = v->meta.size_bytes() / kBlockSize;
+  }
+  if (count > kMaxChecksumBlocks) {
+    return Status::InvalidArgument(VolumeCtx(volume_id) + ": at most 65536 blocks per call");
+  }
+  if (start_block > blocks || count > blocks - start_block) {
+    return Status::OutOfRange(VolumeCtx(volume_id) + " block " + std::to_string(start_block) +
+                              ": range of " + std::to_string(count) +
+                              " blocks is past the end (" + std::to_string(blocks) + " blocks)");
+  }
+  static const uint64_t zero_sum = BlockChecksum(std::string(kBlockSize, '\0'));
+  out->assign(count, zero_sum);
+  std::string begin = DataKey(volume_id, start_block), end = DataKey(volume_id, start_block + count);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper(end);
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, data_cf_));
+  for (it->Seek(begin); it->Valid(); it->Next()) {
+    uint64_t vol, block;
+    if (!DecodeDataKey(std::string_view(it->key().data(), it->key().size()), &vol, &block)) continue;
+    (*out)[block - start_block] = BlockChecksum(std::string_view(it->value().data(), it->value().size()));
+  }
+  return FromRocks(it->status(), VolumeCtx(volume_id) + ": checksums");
+}
+
+Status Store::CheckRange(const VolumeState& v, const IoOp& op) const {
+  const uint64_t size = v.meta.size_bytes();
+  switch (op.op) {
+    case v1::OP_FLUSH:
+      return Status::Ok();
+    case v1::OP_READ:
+    case v1::OP_WRITE:
+      if (op.length > options_.limits.max_io_bytes) {
+        return Status::InvalidArgument(OpCtx(op) + ": length " + std::to_string(op.length) +
+                                       " exceeds the maximum I/O size " +
+                                       std::to_string(options_.limits.max_io_bytes));
+      }
+      if (op.op == v1::OP_WRITE && op.data.size() != op.length) {
+        return Status::InvalidArgument(OpCtx(op) + ": length " + std::to_string(op.length) +
+                                       " does not match the payload size " +
+                                       std::to_string(op.data.size()));
+      }
+      break;
+    case v1::OP_DISCARD:
+    case v1::OP_WRITE_ZEROES:
+      if (op.length > options_.limits.max_discard_bytes) {
+        return Status::InvalidArgument(OpCtx(op) + ": length " + std::to_string(op.length) +
+                                       " exceeds the maximum discard size " +
+                                       std::to_string(options_.limits.max_discard_bytes));
+      }
+      break;
+    default:
+      return Status::InvalidArgument(OpCtx(op) + ": unknown opcode " + std::to_string(op.op));
+  }
+  if (op.length == 0) return Status::InvalidArgument(OpCtx(op) + ": length is 0");
+  if (op.offset % kBlockSize != 0 || op.length % kBlockSize != 0) {
+    return Status::InvalidArgument(OpCtx(op) + " length " + std::to_string(op.length) +
+                                   ": not a multiple of the block size 4096");
+  }
+  if (op.length > size || op.offset > size - op.length) {
+    return Status::OutOfRange(OpCtx(op) + " length " + std::to_string(op.length) +
+                              ": past the end of the volume (size " + std::to_string(size) + ")");
+  }
+  return Status::Ok();
+}
+
+Status Store::CheckEpoch(const VolumeState& v, uint64_t epoch) const {
+  const uint64_t cur = v.meta.epoch();
+  if (epoch == cur && cur != 0) return Status::Ok();
+  if (epoch < cur) {
+    return Status::FailedPrecondition(VolumeCtx(v.id) + ": epoch " + std::to_string(epoch) +
+                                      " is fenced by epoch " + std::to_string(cur));
+  }
+  return Status::FailedPrecondition(VolumeCtx(v.id) + ": epoch " + std::to_string(epoch) +
+                                    " was never opened (current epoch " + std::to_string(cur) +
+                                    "); call OpenVolume first");
+}
+
+void Store::SubmitBatch(std::span<IoOp> ops) {
+  // Group by volume; a frontend queue's batch nearly always names one volume.
+  thread_local std::vector<IoOp*> group;
+  bool need_sync = false;
+  std::vector<uint64_t> done_ids;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const uint64_t id = ops[i].volume_id;
+    if (std::find(done_ids.begin(), done_ids.end(), id) != done_ids.end()) continue;
+    done_ids.push_back(id);
+    group.clear();
+    for (size_t j = i; j < ops.size(); ++j) {
+      if (ops[j].volume_id == id) group.push_back(&ops[j]);
+    }
+    auto v = FindVolume(id);
+    if (!v) {
+      for (IoOp* op : group) op->status = Status::NotFound(VolumeCtx(id) + ": no such volume");
+      continue;
+    }
+    ApplyVolumeGroup(*v, group, &need_sync);
+  }
+  if (!need_sync) return;
+  Status s = syncer_.Sync();
+  if (s.ok()) return;
+  for (IoOp& op : ops) {
+    if (op.status.ok() && (op.op == v1::OP_FLUSH || (op.fua && IsWriteOp(op.op)))) {
+      op.status = Status::IoError(OpCtx(op) + ": " + s.message());
+    }
+  }
+}
+
+void Store::ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sync) {
+  thread_local rocksdb::WriteBatch wb;
+  thread_local std::vector<char> key_buf;
+  thread_local std::vector<rocksdb::Slice> keys;
+  thread_local std::vector<rocksdb::PinnableSlice> values;
+  thread_local std::vector<rocksdb::Status> statuses;
+  thread_local std::vector<IoOp*> writes;
+  wb.Clear();
+  writes.clear();
+  size_t read_blocks = 0;
+
+  std::shared_lock fence(v.fence);
+  for (IoOp* op : ops) {
+    if (v.deleted) {
+      op->status = Status::NotFound(VolumeCtx(v.id) + ": no such volume");
+      continue;
+    }
+    op->status = CheckRange(v, *op);
+    if (op->status.ok()) op->status = CheckEpoch(v, op->epoch);
+    if (!op->status.ok()) continue;
+    const uint64_t first = op->offset / kBlockSize, n = op->length / kBlockSize;
+    char key[kDataKeyBytes], end_key[kDataKeyBytes];
+    switch (op->op) {
+      case v1::OP_WRITE:
+        for (uint64_t b = 0; b < n; ++b) {
+          EncodeDataKey(v.id, first + b, key);
+          wb.Put(data_cf_, rocksdb::Slice(key, sizeof key),
+                 rocksdb::Slice(op->data.data() + b * kBlockSize, kBlockSize));
+        }
+        writes.push_back(op);
+        break;
+      case v1::OP_DISCARD:
+      case v1::OP_WRITE_ZEROES:
+        if (n <= kPointDeleteMaxBlocks) {
+          for (uint64_t b = 0; b < n; ++b) {
+            EncodeDataKey(v.id, first + b, key);
+            wb.Delete(data_cf_, rocksdb::Slice(key, sizeof key));
+          }
+        } else {
+          EncodeDataKey(v.id, first, key);
+          EncodeDataKey(v.id, first + n, end_key);
+          wb.DeleteRange(data_cf_, rocksdb::Slice(key, sizeof key),
+                         rocksdb::Slice(end_key, sizeof end_key));
+        }
+        writes.push_back(op);
+        break;
+      case v1::OP_READ:
+        read_blocks += n;
+        break;
+      default:
+        break;
+    }
+  }
+
+  if (!writes.empty()) {
+    if (options_.test_apply_delay_us) {
+      std::this_thread::sleep_for(std::chrono::microseconds(options_.test_apply_delay_us));
+    }
+    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &wb);
+    if (!s.ok()) {
+      for (IoOp* op : writes) op->status = Status::IoError(OpCtx(*op) + ": write: " + s.ToString());
+    }
+  }
+
+  if (read_blocks > 0) {
+    key_buf.resize(read_blocks * kDataKeyBytes);
+    keys.resize(read_blocks);
+    values.resize(read_blocks);
+    statuses.resize(read_blocks);
+    size_t k = 0;
+    for (IoOp* op : ops) {
+      if (op->op != v1::OP_READ || !op->status.ok()) continue;
+      const uint64_t first = op->offset / kBlockSize, n = op->length / kBlockSize;
+      for (uint64_t b = 0; b < n; ++b, ++k) {
+        EncodeDataKey(v.id, first + b, &key_buf[k * kDataKeyBytes]);
+        keys[k] = rocksdb::Slice(&key_buf[k * kDataKeyBytes], kDataKeyBytes);
+      }
+    }
+    for (auto& val : values) val.Reset();
+    // Keys are ascending within each op; across ops they need not be.
+    db_->MultiGet(rocksdb::ReadOptions(), data_cf_, read_blocks, keys.data(), values.data(),
+                  statuses.data(), /*sorted_input=*/false);
+    k = 0;
+    for (IoOp* op : ops) {
+      if (op->op != v1::OP_READ || !op->status.ok()) continue;
+      const uint64_t n = op->length / kBlockSize;
+      op->read_out->resize(op->length);
+      char* dst = op->read_out->data();
+      for (uint64_t b = 0; b < n; ++b, ++k) {
+        if (statuses[k].ok() && values[k].size() == kBlockSize) {
+          std::memcpy(dst + b * kBlockSize, values[k].data(), kBlockSize);
+        } else if (statuses[k].IsNotFound()) {
+          std::memset(dst + b * kBlockSize, 0, kBlockSize);
+        } else if (op->status.ok()) {
+          op->status = statuses[k].ok()
+                           ? Status::Internal(OpCtx(*op) + ": stored block has " +
+                                              std::to_string(values[k].size()) + " bytes")
+                           : Status::IoError(OpCtx(*op) + ": read: " + statuses[k].ToString());
+        }
+      }
+    }
+    for (auto& val : values) val.Reset();
+  }
+
+  for (IoOp* op : ops) {
+    if (op->status.ok() && (op->op == v1::OP_FLUSH || (op->fua && IsWriteOp(op->op)))) {
+      *need_sync = true;
+    }
+  }
+}
+
+}  // namespace unbd::backend

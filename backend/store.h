@@ -1,0 +1,136 @@
+// Store: unbd-server's block store on RocksDB. Volumes are arrays of 4 KiB blocks; a block is one
+// key (backend/key_codec.h) in the default column family, volume metadata is in the "meta" column
+// family. Blocks never written read as zeros; discard and write-zeroes are range deletes; deleting
+// a volume range-deletes all of its blocks.
+//
+// Guarantees:
+//  * Epoch fencing: a data op is applied only if its epoch equals the volume's current epoch; the
+//    check and the apply happen under the volume's FenceLock (shared), OpenVolume takes it
+//    exclusively and persists (synced) before returning. Once OpenVolume(E) returned, no op with
+//    epoch < E can be applied.
+//  * Writes are idempotent (whole-block puts / range deletes).
+//  * Plain writes are volatile (RocksDB WAL kept in a user-space buffer: manual_wal_flush); FLUSH
+//    and FUA ops return only after a group-committed WAL sync (backend/wal_syncer.h).
+// Thread-safe. Errors carry the volume and offset.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/fence_lock.h"
+#include "backend/wal_syncer.h"
+#include "common/status.h"
+#include "unbd/v1/io.pb.h"
+#include "unbd/v1/volume.pb.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace unbd::backend {
+
+inline constexpr uint32_t kBlockSize = 4096;
+
+struct StoreLimits {
+  uint32_t max_io_bytes = 1u << 20;          // READ / WRITE
+  uint64_t max_discard_bytes = 1ull << 40;   // DISCARD / WRITE_ZEROES
+};
+
+struct StoreOptions {
+  std::string dir;
+  StoreLimits limits;
+  size_t block_cache_bytes = 512ull << 20;
+  // Test-only fault injection: sleep this long between the epoch check and the apply of a write
+  // (inside the fence), widening the window a broken fence would expose.
+  uint32_t test_apply_delay_us = 0;
+};
+
+// One data request. The caller fills the inputs; SubmitBatch fills `status` (and `*read_out`).
+struct IoOp {
+  v1::Opcode op = v1::OP_UNSPECIFIED;
+  bool fua = false;
+  uint64_t volume_id = 0;
+  uint64_t epoch = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::string_view data;            // WRITE payload
+  std::string* read_out = nullptr;  // READ destination, resized to `length`
+  Status status;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the store in options.dir. Fails with a clear message if the
+  // directory is not writable or is locked by another process.
+  static Status Open(const StoreOptions& options, std::unique_ptr<Store>* out);
+  ~Store();  // syncs the WAL and closes the database
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Admin.
+  Status CreateVolume(const std::string& name, uint64_t size_bytes, uint32_t block_size,
+                      v1::Volume* out);
+  Status DeleteVolume(uint64_t volume_id);
+  Status ListVolumes(std::vector<v1::Volume>* out);
+  Status StatVolume(uint64_t volume_id, v1::Volume* out);
+  Status ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, v1::Volume* out);
+  Status ResolveVolume(const v1::VolumeRef& ref, uint64_t* volume_id);
+  Status BlockChecksums(uint64_t volume_id, uint64_t start_block, uint32_t count,
+                        std::vector<uint64_t>* out);
+
+  // Claims the volume for writer generation `epoch`; durable before it returns.
+  Status OpenVolume(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
+                    v1::Volume* out);
+
+  // Data path: applies a batch; every op gets its own status. Writes of one volume in the batch
+  // are applied as one atomic RocksDB write; reads use MultiGet. If any successful op in the batch
+  // is a FLUSH or has fua, the whole batch's writes are synced before returning.
+  void SubmitBatch(std::span<IoOp> ops);
+
+  // Makes every completed write durable (group commit).
+  Status Sync() { return syncer_.Sync(); }
+  uint64_t syncs_done() const { return syncer_.syncs_done(); }
+  const StoreLimits& limits() const { return options_.limits; }
+
+ private:
+  struct VolumeState {
+    uint64_t id = 0;
+    FenceLock fence;
+    // Guarded by `fence` (written exclusively, read shared).
+    v1::Volume meta;
+    bool deleted = false;
+  };
+
+  Store(StoreOptions options, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs);
+  Status LoadVolumes();
+  std::shared_ptr<VolumeState> FindVolume(uint64_t volume_id);
+  Status PutMetaSynced(const v1::Volume& meta, bool new_name);
+  Status CheckRange(const VolumeState& v, const IoOp& op) const;
+  Status CheckEpoch(const VolumeState& v, uint64_t epoch) const;
+  void ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sync);
+
+  StoreOptions options_;
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* data_cf_;
+  rocksdb::ColumnFamilyHandle* meta_cf_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  WalSyncer syncer_;
+
+  std::mutex admin_mu_;  // serializes create/delete/resize (name uniqueness, id allocation)
+  std::shared_mutex volumes_mu_;
+  std::map<uint64_t, std::shared_ptr<VolumeState>> volumes_;
+  uint64_t next_volume_id_ = 1;  // guarded by admin_mu_
+};
+
+// FNV-1a 64 of a block's bytes (the BlockChecksums algorithm).
+uint64_t BlockChecksum(std::string_view block);
+
+}  // namespace unbd::backend

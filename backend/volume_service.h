@@ -1,0 +1,80 @@
+// VolumeService: the gRPC face of the Store — unbd.v1.VolumeAdmin and unbd.v1.BlockIo (unary
+// data calls and the per-queue batched stream; see proto/unbd/v1/io.proto for the client rules).
+// BeginDrain() (SIGTERM) lets every stream finish and answer the batch it is applying, then ends
+// each stream with UNAVAILABLE so clients re-send elsewhere or later.
+#pragma once
+
+#include <mutex>
+#include <set>
+
+#include <grpcpp/grpcpp.h>
+
+#include "backend/metrics.h"
+#include "backend/store.h"
+#include "unbd/v1/io.grpc.pb.h"
+#include "unbd/v1/volume.grpc.pb.h"
+
+namespace unbd::backend {
+
+// Deliberate message limits (advertised to clients in ServerLimits).
+struct ServiceLimits {
+  uint32_t max_batch_requests = 1024;
+  uint32_t max_batch_bytes = 8u << 20;
+  // Room for a full batch of payload plus per-request headers.
+  uint32_t max_message_bytes = (8u << 20) + (1u << 20);
+};
+
+grpc::Status ToGrpc(const Status& s);
+
+class VolumeService final : public v1::VolumeAdmin::Service, public v1::BlockIo::Service {
+ public:
+  VolumeService(Store* store, Metrics* metrics, ServiceLimits limits = {});
+
+  v1::ServerLimits Limits() const;
+  void BeginDrain();
+
+  // VolumeAdmin
+  grpc::Status CreateVolume(grpc::ServerContext*, const v1::CreateVolumeRequest*,
+                            v1::CreateVolumeResponse*) override;
+  grpc::Status DeleteVolume(grpc::ServerContext*, const v1::DeleteVolumeRequest*,
+                            v1::DeleteVolumeResponse*) override;
+  grpc::Status ListVolumes(grpc::ServerContext*, const v1::ListVolumesRequest*,
+                           v1::ListVolumesResponse*) override;
+  grpc::Status StatVolume(grpc::ServerContext*, const v1::StatVolumeRequest*,
+                          v1::StatVolumeResponse*) override;
+  grpc::Status ResizeVolume(grpc::ServerContext*, const v1::ResizeVolumeRequest*,
+                            v1::ResizeVolumeResponse*) override;
+  grpc::Status BlockChecksums(grpc::ServerContext*, const v1::BlockChecksumsRequest*,
+                              v1::BlockChecksumsResponse*) override;
+
+  // BlockIo
+  grpc::Status OpenVolume(grpc::ServerContext*, const v1::OpenVolumeRequest*,
+                          v1::OpenVolumeResponse*) override;
+  grpc::Status GetLimits(grpc::ServerContext*, const v1::GetLimitsRequest*,
+                         v1::ServerLimits*) override;
+  grpc::Status Read(grpc::ServerContext*, const v1::ReadRequest*, v1::ReadResponse*) override;
+  grpc::Status Write(grpc::ServerContext*, const v1::WriteRequest*, v1::WriteResponse*) override;
+  grpc::Status ZeroRange(grpc::ServerContext*, const v1::ZeroRangeRequest*,
+                         v1::ZeroRangeResponse*) override;
+  grpc::Status Flush(grpc::ServerContext*, const v1::FlushRequest*, v1::FlushResponse*) override;
+  grpc::Status Stream(grpc::ServerContext*,
+                      grpc::ServerReaderWriter<v1::CompletionBatch, v1::IoBatch>*) override;
+
+ private:
+  struct StreamSlot {
+    grpc::ServerContext* ctx;
+    bool busy = false;
+  };
+
+  grpc::Status SubmitOne(IoOp* op);
+  void Record(std::span<IoOp> ops, uint64_t latency_ns);
+
+  Store* store_;
+  Metrics* metrics_;
+  ServiceLimits limits_;
+  std::mutex streams_mu_;
+  std::set<StreamSlot*> streams_;
+  bool draining_ = false;
+};
+
+}  // namespace unbd::backend
