@@ -1,0 +1,34 @@
+// IoBuffers: one queue's I/O memory: `count` page-aligned buffers of `size` bytes carved from one
+// anonymous mapping that is locked in RAM, so serving I/O under memory pressure never has to fault
+// a page in (the daemon may be the one that must make progress for reclaim to succeed).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/status.h"
+
+namespace unbd::frontend {
+
+class IoBuffers {
+ public:
+  IoBuffers() = default;
+  ~IoBuffers();
+  IoBuffers(const IoBuffers&) = delete;
+  IoBuffers& operator=(const IoBuffers&) = delete;
+
+  Status Allocate(size_t count, size_t size);
+  uint8_t* at(size_t i) const { return base_ + i * size_; }
+  size_t count() const { return count_; }
+  size_t size() const { return size_; }
+  bool locked() const { return locked_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  size_t count_ = 0;
+  size_t size_ = 0;
+  size_t bytes_ = 0;
+  bool locked_ = false;
+};
+
+}  // namespace unbd::frontend

@@ -1,0 +1,283 @@
+#include "frontend/daemon.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "frontend/ctrl_client.h"
+#include "frontend/device.h"
+#include "frontend/device_state.h"
+#include "frontend/queue.h"
+#include "frontend/target.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace unbd::frontend {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Notify(int fd, const std::string& line) {
+  if (fd < 0) return;
+  std::string l = line + "\n";
+  ssize_t r = write(fd, l.data(), l.size());
+  (void)r;
+}
+
+void RedirectLogs(int dev_id) {
+  std::string path = StateDir() + "/" + std::to_string(dev_id) + ".log";
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  dup2(fd, STDOUT_FILENO);
+  dup2(fd, STDERR_FILENO);
+  close(fd);
+}
+
+class Daemon {
+ public:
+  explicit Daemon(const DaemonOptions& o) : opts_(o) {}
+
+  int Run() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+    // Blocked before any thread exists so every thread (queues, gRPC) inherits the mask and only
+    // the signalfd sees them.
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    sigfd_ = signalfd(-1, &set, SFD_CLOEXEC);
+
+    Status s = opts_.recover ? Recover() : Add();
+    if (!s.ok()) {
+      spdlog::error("{}", s.ToString());
+      Notify(opts_.notify_fd, "ERR " + s.ToString());
+      return 1;
+    }
+    Notify(opts_.notify_fd, "OK " + std::to_string(state_.dev_id));
+    if (opts_.notify_fd >= 0) close(opts_.notify_fd);
+    return Serve();
+  }
+
+ private:
+  Status Add() {
+    DeviceConfig& cfg = state_.config;
+    cfg = opts_.config;
+    Status s = cfg.Validate();
+    if (!s.ok()) return s;
+    s = CtrlClient::Open(&ctrl_);
+    if (!s.ok()) return s;
+    s = CreateTarget(cfg, &target_);
+    if (!s.ok()) return s;
+
+    ublksrv_ctrl_dev_info info{};
+    info.nr_hw_queues = cfg.nr_queues;
+    info.queue_depth = cfg.queue_depth;
+    info.max_io_buf_bytes = cfg.max_io_bytes;
+    info.dev_id = static_cast<uint32_t>(cfg.dev_id);
+    info.ublksrv_pid = getpid();
+    info.flags = cfg.ublk_flags();
+    s = ctrl_->AddDevice(&info);
+    if (!s.ok()) {
+      if (s.code() == Status::Code::kAlreadyExists)
+        return Status::AlreadyExists("device " + std::to_string(cfg.dev_id) + " already exists");
+      return s;
+    }
+    state_.dev_id = static_cast<int>(info.dev_id);
+    cfg.dev_id = state_.dev_id;
+    added_ = true;
+    RedirectLogs(state_.dev_id);
+    if ((info.flags & cfg.ublk_flags()) != cfg.ublk_flags()) {
+      return Fail(Status::FailedPrecondition("the ublk driver does not support the requested features (asked 0x" +
+                                             Hex(cfg.ublk_flags()) + ", got 0x" + Hex(info.flags) + ")"));
+    }
+    ublk_params params = BaseParams(cfg, target_->size_bytes());
+    if (params.basic.max_sectors > info.max_io_buf_bytes >> 9) params.basic.max_sectors = info.max_io_buf_bytes >> 9;
+    target_->AdjustParams(&params);
+    s = ctrl_->SetParams(state_.dev_id, params);
+    if (!s.ok()) return Fail(s);
+    s = StartQueues(info);
+    if (!s.ok()) return Fail(s);
+    s = ctrl_->StartDevice(state_.dev_id, getpid());
+    if (!s.ok()) return Fail(s);
+    state_.daemon_pid = getpid();
+    state_.epoch = target_->epoch();
+    s = SaveDeviceState(state_);
+    if (!s.ok()) return Fail(s);
+    spdlog::info("device {} LIVE: /dev/ublkb{} ({}), {} queues x {} tags, flags 0x{}", state_.dev_id, state_.dev_id,
+                 target_->Describe(), info.nr_hw_queues, info.queue_depth, Hex(info.flags));
+    return Status::Ok();
+  }
+
+  Status Recover() {
+    const int id = opts_.recover_dev_id;
+    Status s = LoadDeviceState(id, &state_);
+    if (!s.ok()) return s;
+    RedirectLogs(id);
+    auto t0 = Clock::now();
+    s = CtrlClient::Open(&ctrl_);
+    if (!s.ok()) return s;
+    ublksrv_ctrl_dev_info info{};
+    s = ctrl_->GetDeviceInfo(id, &info);
+    if (!s.ok()) {
+      if (s.code() == Status::Code::kNotFound) return Status::NotFound("device " + std::to_string(id) + " does not exist");
+      return s;
+    }
+    if (!(info.flags & UBLK_F_USER_RECOVERY))
+      return Status::FailedPrecondition("device " + std::to_string(id) + " was not added with --recovery");
+    if (info.state == UBLK_S_DEV_LIVE && info.ublksrv_pid > 0 && info.ublksrv_pid != state_.daemon_pid &&
+        kill(info.ublksrv_pid, 0) == 0) {
+      return Status::FailedPrecondition("device " + std::to_string(id) + " is LIVE, served by pid " +
+                                        std::to_string(info.ublksrv_pid));
+    }
+    // Open the target first: for a remote volume this takes the new epoch, fencing anything the
+    // dead daemon still has in flight before this incarnation serves a single request.
+    s = CreateTarget(state_.config, &target_);
+    if (!s.ok()) return s;
+    // The driver answers EBUSY until it has noticed the death, quiesced the queue and released the
+    // old /dev/ublkcN.
+    auto deadline = Clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      s = ctrl_->StartUserRecovery(id);
+      if (s.ok()) break;
+      if (s.code() != Status::Code::kUnavailable || Clock::now() > deadline) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    auto t1 = Clock::now();
+    s = StartQueues(info);
+    if (!s.ok()) return s;
+    s = ctrl_->EndUserRecovery(id, getpid());
+    if (!s.ok()) return s;
+    auto t2 = Clock::now();
+    state_.daemon_pid = getpid();
+    state_.epoch = target_->epoch();
+    state_.recoveries++;
+    s = SaveDeviceState(state_);
+    if (!s.ok()) return s;
+    using ms = std::chrono::duration<double, std::milli>;
+    spdlog::info("device {} recovered (#{}) by pid {}: waited {:.1f} ms for START_USER_RECOVERY, {:.1f} ms to LIVE",
+                 id, state_.recoveries, getpid(), ms(t1 - t0).count(), ms(t2 - t1).count());
+    return Status::Ok();
+  }
+
+  Status StartQueues(const ublksrv_ctrl_dev_info& info) {
+    Status s = Device::Open(info, &device_);
+    if (!s.ok()) return s;
+    std::vector<std::future<Status>> ready;
+    for (int q = 0; q < info.nr_hw_queues; ++q) {
+      cpu_set_t cpus;
+      bool have = ctrl_->GetQueueAffinity(static_cast<int>(info.dev_id), q, &cpus).ok();
+      queues_.push_back(std::make_unique<Queue>(q, device_.get(), target_.get(), have ? &cpus : nullptr));
+      ready.push_back(queues_.back()->Start());
+    }
+    Status first;
+    for (auto& f : ready) {
+      Status r = f.get();
+      if (!r.ok() && first.ok()) first = r;
+    }
+    return first;
+  }
+
+  // A failure after ADD_DEV: take the half-made device away again. Queue threads with FETCHes in
+  // the kernel cannot be unwound from here, so leave through _exit, which lets the driver clean up.
+  Status Fail(Status s) {
+    if (added_) {
+      Notify(opts_.notify_fd, "ERR " + s.ToString());
+      spdlog::error("device {}: {}", state_.dev_id, s.ToString());
+      if (!queues_.empty()) {
+        ctrl_->StopDevice(state_.dev_id);
+      }
+      for (auto& q : queues_) q->Join();
+      ctrl_->DeleteDevice(state_.dev_id);
+      RemoveDeviceState(state_.dev_id);
+      _exit(1);
+    }
+    return s;
+  }
+
+  int Serve() {
+    bool stop_requested = false;
+    for (;;) {
+      pollfd p{sigfd_, POLLIN, 0};
+      int r = poll(&p, 1, 200);
+      if (r > 0) {
+        signalfd_siginfo si;
+        if (read(sigfd_, &si, sizeof(si)) == sizeof(si)) {
+          spdlog::info("device {}: signal {}, stopping", state_.dev_id, si.ssi_signo);
+          stop_requested = true;
+          break;
+        }
+      }
+      bool all_done = true;
+      for (auto& q : queues_) all_done &= q->finished();
+      if (all_done) break;  // stopped or deleted behind our back
+    }
+    if (stop_requested) {
+      Status s = ctrl_->StopDevice(state_.dev_id);
+      if (!s.ok()) spdlog::error("{}", s.ToString());
+    }
+    for (auto& q : queues_) q->Join();
+    uint64_t dc = 0;
+    for (auto& q : queues_) dc += q->stats().double_commits.load();
+    if (dc) spdlog::critical("device {}: {} completions for requests not owned (bug)", state_.dev_id, dc);
+    queues_.clear();
+    device_.reset();  // close /dev/ublkcN before DEL_DEV
+    if (stop_requested) {
+      Status s = ctrl_->DeleteDevice(state_.dev_id);
+      if (!s.ok() && s.code() != Status::Code::kNotFound) spdlog::error("{}", s.ToString());
+      RemoveDeviceState(state_.dev_id);
+    }
+    spdlog::info("device {}: daemon {} exits", state_.dev_id, getpid());
+    return 0;
+  }
+
+  static std::string Hex(uint64_t v) {
+    char b[32];
+    std::snprintf(b, sizeof(b), "%llx", static_cast<unsigned long long>(v));
+    return b;
+  }
+
+  DaemonOptions opts_;
+  DeviceState state_;
+  std::unique_ptr<CtrlClient> ctrl_;
+  std::unique_ptr<Target> target_;
+  std::unique_ptr<Device> device_;
+  std::vector<std::unique_ptr<Queue>> queues_;
+  bool added_ = false;
+  int sigfd_ = -1;
+};
+
+}  // namespace
+
+void HardenDaemonProcess() {
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0)
+    spdlog::warn("prctl(PR_SET_IO_FLUSHER): {}", std::strerror(errno));
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (write(fd, "-1000", 5) != 5) spdlog::warn("oom_score_adj -1000: {}", std::strerror(errno));
+    close(fd);
+  }
+}
+
+int RunDaemon(const DaemonOptions& options) {
+  HardenDaemonProcess();
+  Daemon d(options);
+  return d.Run();
+}
+
+}  // namespace unbd::frontend

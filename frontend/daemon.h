@@ -1,0 +1,28 @@
+// The per-device daemon: `unbd add` and `unbd recover` exec it (detached) and read one status line
+// from `notify_fd`: "OK <dev_id>" once the device is LIVE, or "ERR <message>".
+//   add:     ADD_DEV -> SET_PARAMS -> open /dev/ublkcN -> queues FETCH -> START_DEV -> save state
+//   recover: open target (new epoch) -> START_USER_RECOVERY (retried while EBUSY) -> open
+//            /dev/ublkcN -> queues FETCH -> END_USER_RECOVERY -> save state
+// Then it serves I/O until SIGTERM/SIGINT (STOP_DEV + DEL_DEV + state removed: a clean stop) or
+// until the driver aborts its queues (someone else stopped or deleted the device).
+#pragma once
+
+#include "frontend/device_config.h"
+
+namespace unbd::frontend {
+
+struct DaemonOptions {
+  DeviceConfig config;     // add
+  bool recover = false;
+  int recover_dev_id = -1;  // recover: the rest comes from the state file
+  int notify_fd = -1;
+};
+
+// Returns the process exit status.
+int RunDaemon(const DaemonOptions& options);
+
+// Process hardening for a daemon that must make progress under memory pressure: PR_SET_IO_FLUSHER
+// and oom_score_adj -1000. Failures are logged, not fatal.
+void HardenDaemonProcess();
+
+}  // namespace unbd::frontend

@@ -1,0 +1,49 @@
+// DeviceConfig: everything needed to (re)create one ublk device and its target, exactly as the user
+// asked for it with `unbd add`. `unbd recover` rebuilds an identical daemon from the persisted copy,
+// so every field that influences the device or the target lives here (and in its JSON form).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace unbd::frontend {
+
+enum class TargetType { kNull, kLoop, kRemote };
+
+struct DeviceConfig {
+  TargetType target = TargetType::kNull;
+  int dev_id = -1;  // -1: let the driver choose
+  uint16_t nr_queues = 1;
+  uint16_t queue_depth = 128;
+  uint32_t max_io_bytes = 512 * 1024;
+  uint32_t logical_block_size = 512;
+  bool recovery = false;
+  bool reissue = false;
+  bool need_get_data = false;
+
+  // null
+  uint64_t null_size_bytes = 250ull << 30;
+  // loop
+  std::string file;
+  bool direct_io = true;  // try O_DIRECT, fall back to buffered I/O when the file system refuses
+  // remote
+  std::string server;  // host:port of unbd-server
+  std::string volume;
+  uint32_t retry_deadline_ms = 30000;  // how long I/O rides out a backend outage before failing
+
+  // Checks ranges and target options; the message names the offending option.
+  Status Validate() const;
+  uint64_t ublk_flags() const;
+};
+
+const char* TargetTypeName(TargetType t);
+Status ParseTargetType(const std::string& name, TargetType* out);
+
+nlohmann::json ToJson(const DeviceConfig& c);
+Status FromJson(const nlohmann::json& j, DeviceConfig* c);
+
+}  // namespace unbd::frontend

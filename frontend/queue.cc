@@ -1,0 +1,214 @@
+#include "frontend/queue.h"
+
+#include <pthread.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace unbd::frontend {
+
+namespace {
+// user_data layout: bits 0-15 tag, 16-23 kind, 24-31 target sub-op (see TargetUserData).
+constexpr uint64_t kKindIoCmd = 1;
+constexpr uint64_t kKindTarget = 2;
+constexpr uint64_t kKindEventfd = 3;
+
+uint64_t UserData(uint64_t kind, uint16_t tag) { return static_cast<uint64_t>(tag) | (kind << 16); }
+}  // namespace
+
+Queue::Queue(int queue_id, Device* device, Target* target, const cpu_set_t* affinity)
+    : q_(queue_id),
+      device_(device),
+      target_(target),
+      depth_(device->info().queue_depth),
+      have_affinity_(affinity != nullptr),
+      completions_(device->info().queue_depth),
+      state_(depth_, TagState::kIdle),
+      data_buf_(depth_, nullptr) {
+  if (affinity) affinity_ = *affinity;
+  need_get_data_ = (device->info().flags & UBLK_F_NEED_GET_DATA) != 0;
+}
+
+Queue::~Queue() {
+  Join();
+  handler_.reset();
+  if (ring_ok_) io_uring_queue_exit(&ring_);
+}
+
+std::future<Status> Queue::Start() {
+  std::promise<Status> ready;
+  auto fut = ready.get_future();
+  thread_ = std::thread([this, p = std::move(ready)]() mutable { Run(std::move(p)); });
+  return fut;
+}
+
+void Queue::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+Status Queue::Setup() {
+  std::string name = "unbd-q" + std::to_string(q_);
+  pthread_setname_np(pthread_self(), name.c_str());
+  if (have_affinity_ && CPU_COUNT(&affinity_) > 0)
+    pthread_setaffinity_np(pthread_self(), sizeof(affinity_), &affinity_);
+
+  // One slot per tag for ublk commands, one per tag for target I/O, plus the eventfd read.
+  unsigned entries = 4;
+  while (entries < 2u * depth_ + 2) entries <<= 1;
+  io_uring_params params{};
+  params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
+  params.cq_entries = entries * 2;
+  int r = io_uring_queue_init_params(entries, &ring_, &params);
+  if (r < 0) return Status::FromErrno(-r, "queue " + std::to_string(q_) + ": io_uring_queue_init");
+  ring_ok_ = true;
+
+  Status s = buffers_.Allocate(depth_, device_->info().max_io_buf_bytes);
+  if (!s.ok()) return s;
+  s = target_->CreateQueueHandler(this, &handler_);
+  if (!s.ok()) return s;
+
+  ArmEventfd();
+  for (uint16_t tag = 0; tag < depth_; ++tag) {
+    PostIoCmd(UBLK_IO_FETCH_REQ, tag, 0, buffers_.at(tag));
+  }
+  r = io_uring_submit(&ring_);
+  if (r < 0) return Status::FromErrno(-r, "queue " + std::to_string(q_) + ": submit FETCH_REQ");
+  return Status::Ok();
+}
+
+void Queue::Run(std::promise<Status> ready) {
+  Status s = Setup();
+  bool ok = s.ok();
+  ready.set_value(std::move(s));
+  if (ok) Loop();
+  finished_.store(true, std::memory_order_release);
+}
+
+io_uring_sqe* Queue::GetSqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (!sqe) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+void Queue::PostIoCmd(uint32_t op, uint16_t tag, int32_t result, uint8_t* addr) {
+  io_uring_sqe* sqe = GetSqe();
+  std::memset(sqe, 0, 2 * sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = device_->fd();
+  sqe->cmd_op = op;
+  auto* cmd = reinterpret_cast<ublksrv_io_cmd*>(sqe->cmd);
+  cmd->q_id = static_cast<uint16_t>(q_);
+  cmd->tag = tag;
+  cmd->result = result;
+  cmd->addr = reinterpret_cast<uint64_t>(addr);
+  sqe->user_data = UserData(kKindIoCmd, tag);
+  state_[tag] = op == UBLK_IO_NEED_GET_DATA ? TagState::kGetData : TagState::kInKernel;
+}
+
+void Queue::ArmEventfd() {
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_read(sqe, completions_.eventfd_fd(), &efd_value_, sizeof(efd_value_), 0);
+  sqe->user_data = UserData(kKindEventfd, 0);
+}
+
+void Queue::Loop() {
+  while (dead_ < depth_) {
+    int r = io_uring_submit_and_wait(&ring_, 1);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+      spdlog::error("queue {}: io_uring_submit_and_wait: {}", q_, std::strerror(-r));
+      break;
+    }
+    io_uring_cqe* cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      HandleCqe(cqe);
+      ++n;
+    }
+    io_uring_cq_advance(&ring_, n);
+  }
+  handler_->Stop();
+  spdlog::info("queue {}: all {} tags aborted, thread exits", q_, depth_);
+}
+
+void Queue::HandleCqe(const io_uring_cqe* cqe) {
+  const uint64_t ud = cqe->user_data;
+  const uint16_t tag = static_cast<uint16_t>(ud & 0xffff);
+  switch ((ud >> 16) & 0xff) {
+    case kKindIoCmd:
+      OnIoCmd(tag, cqe->res);
+      break;
+    case kKindTarget:
+      handler_->OnCqe(tag, static_cast<uint8_t>((ud >> 24) & 0xff), cqe->res);
+      break;
+    case kKindEventfd:
+      completions_.Drain([this](const Completion& c) { Complete(c.tag, c.result); });
+      if (cqe->res != -ECANCELED) ArmEventfd();
+      break;
+  }
+}
+
+void Queue::OnIoCmd(uint16_t tag, int res) {
+  if (tag >= depth_) return;
+  if (res == UBLK_IO_RES_NEED_GET_DATA) {
+    // A write whose data the kernel has not copied yet: choose where it should land.
+    const ublksrv_io_desc& iod = device_->descriptors(q_)[tag];
+    uint8_t* buf = handler_->WriteBuffer(tag, iod.nr_sectors << 9);
+    data_buf_[tag] = buf ? buf : buffers_.at(tag);
+    stats_.need_get_data.fetch_add(1, std::memory_order_relaxed);
+    PostIoCmd(UBLK_IO_NEED_GET_DATA, tag, 0, data_buf_[tag]);
+    return;
+  }
+  if (res == UBLK_IO_RES_OK) {
+    uint8_t* buf = state_[tag] == TagState::kGetData ? data_buf_[tag] : buffers_.at(tag);
+    Dispatch(tag, buf);
+    return;
+  }
+  // UBLK_IO_RES_ABORT (device stopping) or a refused command: this tag is finished for good.
+  if (res != UBLK_IO_RES_ABORT)
+    spdlog::error("queue {} tag {}: ublk command failed: {}", q_, tag, std::strerror(-res));
+  if (state_[tag] != TagState::kDead) {
+    state_[tag] = TagState::kDead;
+    ++dead_;
+  }
+}
+
+void Queue::Dispatch(uint16_t tag, uint8_t* buf) {
+  const ublksrv_io_desc& iod = device_->descriptors(q_)[tag];
+  state_[tag] = TagState::kOwned;
+  data_buf_[tag] = buf;
+  stats_.requests.fetch_add(1, std::memory_order_relaxed);
+  IoRequest req{tag,
+                ublksrv_get_op(&iod),
+                ublksrv_get_flags(&iod),
+                iod.start_sector << 9,
+                iod.nr_sectors << 9,
+                buf};
+  handler_->Submit(req);
+}
+
+void Queue::Complete(uint16_t tag, int result) {
+  if (tag >= depth_ || state_[tag] != TagState::kOwned) {
+    // Committing twice (or a request we never handed out) would corrupt another request's state.
+    stats_.double_commits.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("queue {} tag {}: completion for a request not owned by the target, ignored", q_, tag);
+    return;
+  }
+  if (result < 0) stats_.errors.fetch_add(1, std::memory_order_relaxed);
+  // The kernel copies READ data from the address passed with the commit; it is the buffer the
+  // request was served from. Later writes (without NEED_GET_DATA) land in the tag's own buffer.
+  // Without NEED_GET_DATA that is always the tag's own buffer, where the next write lands.
+  PostIoCmd(UBLK_IO_COMMIT_AND_FETCH_REQ, tag, result, data_buf_[tag]);
+}
+
+void Queue::CompleteAsync(uint16_t tag, int result) {
+  if (!completions_.Push({tag, result}))
+    spdlog::critical("queue {} tag {}: completion queue overflow", q_, tag);
+}
+
+}  // namespace unbd::frontend

@@ -1,0 +1,77 @@
+// Target: where a device's I/O goes (null, loop file, remote volume). A Target is created once per
+// daemon; it hands each queue thread its own QueueHandler, which is only ever called on that
+// thread. A handler finishes every request it is given exactly once, by calling
+// QueueContext::Complete (on the queue thread, e.g. from OnCqe) or CompleteAsync (from any other
+// thread); the result is the byte count for READ/WRITE, 0 for the others, or a negative errno.
+#pragma once
+
+#include <liburing.h>
+#include <linux/ublk_cmd.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "frontend/device_config.h"
+
+namespace unbd::frontend {
+
+struct IoRequest {
+  uint16_t tag;
+  uint8_t op;      // UBLK_IO_OP_*
+  uint32_t flags;  // UBLK_IO_F_*
+  uint64_t offset;  // bytes
+  uint32_t length;  // bytes
+  uint8_t* buf;     // READ: fill it; WRITE: the data
+};
+
+// user_data of SQEs a handler submits on the queue's ring: the queue routes their CQEs back to
+// OnCqe(tag, sub, res). `sub` is the handler's own 8-bit discriminator.
+uint64_t TargetUserData(uint16_t tag, uint8_t sub);
+
+class QueueContext {
+ public:
+  virtual ~QueueContext() = default;
+  virtual int queue_id() const = 0;
+  virtual uint16_t depth() const = 0;
+  // The queue's own io_uring, for handlers that do their I/O there (queue thread only). Never
+  // returns a null SQE: it submits to make room when the ring is full.
+  virtual io_uring_sqe* GetSqe() = 0;
+  virtual void Complete(uint16_t tag, int result) = 0;       // queue thread only
+  virtual void CompleteAsync(uint16_t tag, int result) = 0;  // any thread
+};
+
+class QueueHandler {
+ public:
+  virtual ~QueueHandler() = default;
+  virtual void Submit(const IoRequest& req) = 0;
+  virtual void OnCqe(uint16_t /*tag*/, uint8_t /*sub*/, int /*res*/) {}
+  // NEED_GET_DATA: the buffer the kernel should copy a write of `length` bytes into. nullptr means
+  // the tag's own buffer. Ownership of a returned buffer passes back with Submit.
+  virtual uint8_t* WriteBuffer(uint16_t /*tag*/, uint32_t /*length*/) { return nullptr; }
+  // Called on the queue thread once the kernel has aborted every tag, before the thread exits;
+  // must not return while any request is still unfinished or any thread may call CompleteAsync.
+  virtual void Stop() {}
+};
+
+class Target {
+ public:
+  virtual ~Target() = default;
+  virtual uint64_t size_bytes() const = 0;
+  // Adjusts the device parameters (discard, write cache) to what this target can honour.
+  virtual void AdjustParams(ublk_params* params) const = 0;
+  virtual Status CreateQueueHandler(QueueContext* ctx, std::unique_ptr<QueueHandler>* out) = 0;
+  // One line for `unbd list`, e.g. "loop file=/var/lib/disk.img direct_io=1".
+  virtual std::string Describe() const = 0;
+  // Remote: the epoch this incarnation opened the volume with (0 for local targets).
+  virtual uint64_t epoch() const { return 0; }
+};
+
+// Opens the target named by `config` (checks the file, connects to the backend, ...).
+Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out);
+
+// Parameters every device starts from: block sizes, max I/O, volatile cache + FUA, discard.
+ublk_params BaseParams(const DeviceConfig& config, uint64_t size_bytes);
+
+}  // namespace unbd::frontend
