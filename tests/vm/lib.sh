@@ -3,6 +3,7 @@
 #
 # Layout of the kernel cache (shared by every build directory, override with UNBD_VM_CACHE):
 #   $UNBD_VM_CACHE/linux-<kver>/root/        dpkg -x of image + headers + kbuild packages
+#   $UNBD_VM_CACHE/linux-<kver>/vmlinux     uncompressed kernel, booted through PVH (faster)
 #   $UNBD_VM_CACHE/linux-<kver>/.complete    written last; a kernel without it is re-fetched
 #   $UNBD_VM_CACHE/initramfs/<hash>.cpio.gz  initramfs images, keyed by everything that goes in
 
@@ -50,7 +51,7 @@ vm_index_abi() {
 	return 1
 }
 
-# Sets vm_kver, vm_kroot, vm_kdir, vm_vmlinuz, vm_modules for an already fetched kernel
+# Sets vm_kver, vm_kroot, vm_kdir, vm_vmlinuz, vm_boot_image, vm_modules for an already fetched kernel
 # (UNBD_VM_KERNEL_ABI picks one explicitly; otherwise the newest cached one).
 vm_kernel_vars() {
 	local n=${UNBD_VM_KERNEL_ABI:-$(vm_cached_abi)}
@@ -60,6 +61,8 @@ vm_kernel_vars() {
 	vm_kdir=$vm_kroot/usr/src/linux-headers-$vm_kver
 	vm_vmlinuz=$vm_kroot/boot/vmlinuz-$vm_kver
 	vm_modules=$vm_kroot/lib/modules/$vm_kver
+	vm_boot_image=$UNBD_VM_CACHE/linux-$vm_kver/vmlinux
+	[ -e "$vm_boot_image" ] || vm_boot_image=$vm_vmlinuz
 	[ -e "$UNBD_VM_CACHE/linux-$vm_kver/.complete" ]
 }
 
