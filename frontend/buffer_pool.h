@@ -1,6 +1,6 @@
 // IoBuffers: one queue's I/O memory: `count` page-aligned buffers of `size` bytes carved from one
-// anonymous mapping that is locked in RAM, so serving I/O under memory pressure never has to fault
-// a page in (the daemon may be the one that must make progress for reclaim to succeed).
+// anonymous mapping that is locked in RAM (MLOCK_ONFAULT + Prefault), so serving I/O under memory
+// pressure never has to fault a page in (the daemon may be the one reclaim is waiting for).
 #pragma once
 
 #include <cstddef>
@@ -18,6 +18,8 @@ class IoBuffers {
   IoBuffers& operator=(const IoBuffers&) = delete;
 
   Status Allocate(size_t count, size_t size);
+  // Faults every page in (and so locks it). Safe while I/O uses the buffers; any thread.
+  void Prefault();
   uint8_t* at(size_t i) const { return base_ + i * size_; }
   size_t count() const { return count_; }
   size_t size() const { return size_; }

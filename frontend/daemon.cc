@@ -71,6 +71,9 @@ class Daemon {
     }
     Notify(opts_.notify_fd, "OK " + std::to_string(state_.dev_id));
     if (opts_.notify_fd >= 0) close(opts_.notify_fd);
+    prefault_ = std::thread([this] {
+      for (auto& q : queues_) q->PrefaultBuffers();
+    });
     return Serve();
   }
 
@@ -232,6 +235,7 @@ class Daemon {
       if (!s.ok()) spdlog::error("{}", s.ToString());
     }
     for (auto& q : queues_) q->Join();
+    if (prefault_.joinable()) prefault_.join();
     uint64_t dc = 0;
     for (auto& q : queues_) dc += q->stats().double_commits.load();
     if (dc) spdlog::critical("device {}: {} completions for requests not owned (bug)", state_.dev_id, dc);
@@ -260,6 +264,7 @@ class Daemon {
   std::vector<std::unique_ptr<Queue>> queues_;
   bool added_ = false;
   int sigfd_ = -1;
+  std::thread prefault_;
 };
 
 }  // namespace

@@ -25,7 +25,7 @@ Queue::Queue(int queue_id, Device* device, Target* target, const cpu_set_t* affi
       target_(target),
       depth_(device->info().queue_depth),
       have_affinity_(affinity != nullptr),
-      completions_(device->info().queue_depth),
+      completions_(2u * device->info().queue_depth + 64),
       state_(depth_, TagState::kIdle),
       data_buf_(depth_, nullptr) {
   if (affinity) affinity_ = *affinity;
@@ -119,6 +119,7 @@ void Queue::ArmEventfd() {
 
 void Queue::Loop() {
   while (dead_ < depth_) {
+    handler_->Flush();
     int r = io_uring_submit_and_wait(&ring_, 1);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       spdlog::error("queue {}: io_uring_submit_and_wait: {}", q_, std::strerror(-r));
@@ -147,7 +148,7 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
       handler_->OnCqe(tag, static_cast<uint8_t>((ud >> 24) & 0xff), cqe->res);
       break;
     case kKindEventfd:
-      completions_.Drain([this](const Completion& c) { Complete(c.tag, c.result); });
+      completions_.Drain([this](const Completion& c) { handler_->OnAsync(c.tag, c.result, this); });
       if (cqe->res != -ECANCELED) ArmEventfd();
       break;
   }

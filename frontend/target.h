@@ -39,7 +39,9 @@ class QueueContext {
   // returns a null SQE: it submits to make room when the ring is full.
   virtual io_uring_sqe* GetSqe() = 0;
   virtual void Complete(uint16_t tag, int result) = 0;       // queue thread only
-  virtual void CompleteAsync(uint16_t tag, int result) = 0;  // any thread
+  // Any thread; arrives as QueueHandler::OnAsync on the queue thread. `tag` may also be a value
+  // >= depth() that the handler uses for its own events (e.g. "stream broken").
+  virtual void CompleteAsync(uint16_t tag, int result) = 0;
 };
 
 class QueueHandler {
@@ -50,6 +52,12 @@ class QueueHandler {
   // NEED_GET_DATA: the buffer the kernel should copy a write of `length` bytes into. nullptr means
   // the tag's own buffer. Ownership of a returned buffer passes back with Submit.
   virtual uint8_t* WriteBuffer(uint16_t /*tag*/, uint32_t /*length*/) { return nullptr; }
+  // A result pushed with QueueContext::CompleteAsync, delivered on the queue thread. Handlers that
+  // track their own in-flight state (retries) intercept it here; the default commits it.
+  virtual void OnAsync(uint16_t tag, int result, QueueContext* ctx) { ctx->Complete(tag, result); }
+  // Called on the queue thread after each round of completions, before it sleeps: the moment to
+  // send whatever the round queued up (batching).
+  virtual void Flush() {}
   // Called on the queue thread once the kernel has aborted every tag, before the thread exits;
   // must not return while any request is still unfinished or any thread may call CompleteAsync.
   virtual void Stop() {}

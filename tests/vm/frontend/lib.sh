@@ -22,4 +22,28 @@ check_no_daemon_errors() {
 	fi
 }
 save_logs() { cp "$UNBD_RUN_DIR"/*.log "$UNBD_VM_OUT"/ 2>/dev/null || true; }
-trap save_logs EXIT
+
+# start_backend [unbd-server args]: an unbd-server on a free port with a fresh store and a 1 GiB
+# volume vol0; sets UNBD_SERVER (HOST:PORT) and BACKEND_PID.
+UNBD_SERVER_BIN=${UNBD_SERVER_BIN:-$UNBD_BUILD_DIR/backend/unbd-server}
+BACKEND_DIR=/tmp/backend
+start_backend_process() {
+	local listen=${1:-127.0.0.1:0}
+	shift || true
+	rm -f "$BACKEND_DIR/port"
+	"$UNBD_SERVER_BIN" --listen "$listen" --data-dir "$BACKEND_DIR/db" --port-file "$BACKEND_DIR/port" \
+		--log-level warn "$@" >>"$BACKEND_DIR/server.log" 2>&1 &
+	BACKEND_PID=$!
+	wait_until 20 test -s "$BACKEND_DIR/port" || fail "unbd-server did not start: $(tail -5 "$BACKEND_DIR/server.log")"
+	UNBD_SERVER=127.0.0.1:$(head -1 "$BACKEND_DIR/port")
+}
+start_backend() {
+	[ -x "$UNBD_SERVER_BIN" ] || fail "no unbd-server at $UNBD_SERVER_BIN"
+	mkdir -p "$BACKEND_DIR"
+	start_backend_process 127.0.0.1:0 "$@"
+	"$UNBD" volume create vol0 --size "${VOLUME_SIZE:-1G}" --server "$UNBD_SERVER" >/dev/null ||
+		fail "volume create failed"
+	log "unbd-server pid $BACKEND_PID at $UNBD_SERVER, volume vol0"
+}
+save_backend_log() { cp "$BACKEND_DIR/server.log" "$UNBD_VM_OUT/" 2>/dev/null || true; }
+trap "save_logs; save_backend_log" EXIT

@@ -1,0 +1,69 @@
+#!/bin/bash
+# The seeds' scenario: fio writes with crc32c verification on a --recovery --reissue device while
+# its daemon is killed with SIGKILL CYCLES times and `unbd recover` is run at once each time.
+# fio must exit 0 (every block verifies, no I/O error), the kernel log must stay clean, and each
+# cycle prints the time from kill -9 until a new request completes.
+# Usage: recover.sh loop|remote [CYCLES]
+set -euo pipefail
+. "$UNBD_REPO/tests/vm/guest-lib.sh"
+. "$UNBD_REPO/tests/vm/frontend/lib.sh"
+target=${1:-loop}
+cycles=${2:-10}
+
+load_ublk_driver
+case $target in
+loop)
+	truncate -s 512M /tmp/backing.img
+	dev=$(unbd_add -t loop -f /tmp/backing.img -q 2 --recovery --reissue --need-get-data)
+	;;
+remote)
+	start_backend
+	dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 2 --recovery --reissue --need-get-data)
+	;;
+*) fail "unknown target $target" ;;
+esac
+wait_for_blockdev "$dev"
+id=${dev#/dev/ublkb}
+
+fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-1M --ioengine=libaio --direct=1 \
+	--iodepth=8 --size=256M --verify=crc32c --verify_backlog=16 --verify_fatal=1 \
+	--time_based --runtime=$((cycles * 7 + 10)) --eta=never --output="$UNBD_VM_OUT/fio-recover.txt" &
+fio_pid=$!
+sleep 3
+
+prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
+times=()
+for ((c = 1; c <= cycles; c++)); do
+	pid=$(daemon_pid "$id")
+	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
+	t0=$(date +%s%N)
+	kill -9 "$pid"
+	# A probe read issued right after the kill completes only once the new daemon serves it.
+	(dd if="$dev" of=/dev/null bs=4k count=1 skip=$((RANDOM * 4)) iflag=direct status=none &&
+		date +%s%N >/tmp/probe-done) &
+	probe=$!
+	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(cat /tmp/recover.out)"
+	wait "$probe" || fail "probe read failed in cycle $c"
+	t1=$(cat /tmp/probe-done)
+	ms=$(((t1 - t0) / 1000000))
+	times+=("$ms")
+	epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
+	log "cycle $c: kill -9 $pid -> I/O completes again after $ms ms; $(cat /tmp/recover.out); epoch $epoch"
+	if [ "$target" = remote ]; then
+		[ "$epoch" -gt "$prev_epoch" ] || fail "epoch did not increase: $prev_epoch -> $epoch"
+	fi
+	prev_epoch=$epoch
+	is_state "$id" LIVE || fail "device not LIVE after recovery $c"
+	sleep 2
+done
+log "kill -> I/O resumed (ms): ${times[*]}"
+echo "${times[*]}" >"$UNBD_VM_OUT/recovery-ms.txt"
+
+# fio runs on for its own runtime (SIGINT would make it exit 128) and must end cleanly.
+wait "$fio_pid" || fail "fio exited with status $? (see fio-recover.txt)"
+grep -q "err= 0" "$UNBD_VM_OUT/fio-recover.txt" || fail "fio reported errors"
+dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | grep -i 'I/O error' | head -3)"
+"$UNBD" del -n "$id"
+wait_gone "$dev"
+check_no_daemon_errors
+log "recover $target: ok"
