@@ -143,7 +143,11 @@ int main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: draining", sig);
   service.BeginDrain();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Busy streams answer the batch they are applying (bounded by one WAL sync); then the short
+  // deadline only cuts off calls that are still arriving.
+  service.WaitForStreams(std::chrono::seconds(5));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  spdlog::debug("rpcs finished");
   server->Wait();
   if (metrics_http) metrics_http->Stop();
   store.reset();  // syncs the WAL and closes RocksDB

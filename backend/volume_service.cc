@@ -59,6 +59,12 @@ void VolumeService::BeginDrain() {
   for (StreamSlot* s : streams_) {
     if (!s->busy) s->ctx->TryCancel();
   }
+  spdlog::info("draining: {} stream(s) open", streams_.size());
+}
+
+void VolumeService::WaitForStreams(std::chrono::milliseconds timeout) {
+  std::unique_lock l(streams_mu_);
+  streams_cv_.wait_for(l, timeout, [&] { return streams_.empty(); });
 }
 
 void VolumeService::Record(std::span<IoOp> ops, uint64_t latency_ns) {
@@ -222,10 +228,15 @@ grpc::Status VolumeService::Stream(
     streams_.insert(&slot);
   }
   metrics_->active_streams.fetch_add(1);
+  // unregister_locked: the caller holds streams_mu_.
+  auto unregister_locked = [&] {
+    streams_.erase(&slot);
+    streams_cv_.notify_all();
+    metrics_->active_streams.fetch_sub(1);
+  };
   auto unregister = [&] {
     std::lock_guard l(streams_mu_);
-    streams_.erase(&slot);
-    metrics_->active_streams.fetch_sub(1);
+    unregister_locked();
   };
   const grpc::Status shutting_down(grpc::StatusCode::UNAVAILABLE, "server shutting down");
 
@@ -237,8 +248,7 @@ grpc::Status VolumeService::Stream(
     {
       std::lock_guard l(streams_mu_);
       if (draining_) {
-        streams_.erase(&slot);
-        metrics_->active_streams.fetch_sub(1);
+        unregister_locked();
         return shutting_down;
       }
       slot.busy = true;
@@ -295,13 +305,13 @@ grpc::Status VolumeService::Stream(
       std::lock_guard l(streams_mu_);
       slot.busy = false;
       if (draining_ || !sent) {
-        streams_.erase(&slot);
-        metrics_->active_streams.fetch_sub(1);
+        unregister_locked();
         return sent ? shutting_down : grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
       }
     }
   }
   unregister();
+  spdlog::debug("stream from {} ended", ctx->peer());
   return grpc::Status::OK;
 }
 

@@ -4,6 +4,8 @@
 // each stream with UNAVAILABLE so clients re-send elsewhere or later.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 
@@ -32,6 +34,8 @@ class VolumeService final : public v1::VolumeAdmin::Service, public v1::BlockIo:
 
   v1::ServerLimits Limits() const;
   void BeginDrain();
+  // After BeginDrain: waits until every stream has ended (or `timeout`).
+  void WaitForStreams(std::chrono::milliseconds timeout);
 
   // VolumeAdmin
   grpc::Status CreateVolume(grpc::ServerContext*, const v1::CreateVolumeRequest*,
@@ -74,6 +78,7 @@ class VolumeService final : public v1::VolumeAdmin::Service, public v1::BlockIo:
   ServiceLimits limits_;
   std::mutex streams_mu_;
   std::set<StreamSlot*> streams_;
+  std::condition_variable streams_cv_;
   bool draining_ = false;
 };
 

@@ -1,0 +1,156 @@
+// ServerProcess: runs a real unbd-server (path from UNBD_SERVER_BIN) on 127.0.0.1 with an
+// ephemeral port for integration tests; its log goes to <dir>/server.log.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "backend/admin_client.h"
+
+namespace unbd::testing {
+
+inline std::string TestDir(const std::string& tag) {
+  auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  auto dir = std::filesystem::temp_directory_path() /
+             ("unbd-it-" + std::to_string(getpid()) + "-" + info->name() + "-" + tag);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class ServerProcess {
+ public:
+  // Starts the server; `extra` are additional flags. Check started() / exit_code().
+  ServerProcess(std::string work_dir, std::string data_dir, std::vector<std::string> extra = {},
+                std::string listen = "127.0.0.1:0")
+      : work_dir_(std::move(work_dir)), data_dir_(std::move(data_dir)) {
+    port_file_ = work_dir_ + "/ports";
+    log_ = work_dir_ + "/server.log";
+    std::filesystem::remove(port_file_);
+    std::vector<std::string> args = {UNBD_SERVER_BIN, "--listen", listen, "--data-dir", data_dir_,
+                                     "--metrics-listen", "127.0.0.1:0", "--port-file", port_file_,
+                                     "--log-level", "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    // Wait for the port file, or for the process to exit (startup failure).
+    for (int i = 0; i < 400; ++i) {
+      if (std::filesystem::exists(port_file_)) {
+        std::ifstream f(port_file_);
+        f >> port_ >> metrics_port_;
+        return;
+      }
+      int st;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    ADD_FAILURE() << "unbd-server did not start; log:\n" << ReadFile(log_);
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) Kill(SIGKILL);
+  }
+
+  bool started() const { return port_ > 0 && pid_ > 0; }
+  int exit_code() const { return exit_code_; }
+  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+  int metrics_port() const { return metrics_port_; }
+  std::string log() const { return ReadFile(log_); }
+
+  // Sends `sig` and waits for exit; returns the exit code (128+signal if killed).
+  int Kill(int sig) {
+    if (pid_ <= 0) return exit_code_;
+    kill(pid_, sig);
+    int st = 0;
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return exit_code_;
+  }
+
+ private:
+  std::string work_dir_, data_dir_, port_file_, log_;
+  pid_t pid_ = -1;
+  int port_ = 0, metrics_port_ = 0;
+  int exit_code_ = -1;
+};
+
+// One BlockIo stream, used synchronously: send a batch, wait for its completions.
+class StreamSession {
+ public:
+  explicit StreamSession(const std::string& target)
+      : channel_(backend::MakeChannel(target, /*own_connection=*/true)),
+        stub_(v1::BlockIo::NewStub(channel_)),
+        stream_(stub_->Stream(&ctx_)) {}
+  ~StreamSession() {
+    if (!finished_) Finish();
+  }
+  // False if the stream broke; then Finish() has the status.
+  bool Exchange(const v1::IoBatch& batch, v1::CompletionBatch* out) {
+    return stream_->Write(batch) && stream_->Read(out);
+  }
+  grpc::Status Finish() {
+    stream_->WritesDone();
+    grpc::Status s = stream_->Finish();
+    finished_ = true;
+    return s;
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::BlockIo::Stub> stub_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::IoBatch, v1::CompletionBatch>> stream_;
+  bool finished_ = false;
+};
+
+inline v1::IoRequest* AddRequest(v1::IoBatch* b, uint32_t tag, v1::Opcode op, uint64_t vol,
+                                 uint64_t epoch, uint64_t off, uint32_t len,
+                                 const std::string& data = {}, bool fua = false) {
+  v1::IoRequest* r = b->add_requests();
+  r->set_tag(tag);
+  r->set_op(op);
+  r->set_volume_id(vol);
+  r->set_epoch(epoch);
+  r->set_offset(off);
+  r->set_length(len);
+  r->set_fua(fua);
+  if (!data.empty()) r->set_data(data);
+  return r;
+}
+
+// Fetches http://127.0.0.1:port/metrics with a plain socket.
+std::string HttpGet(int port);
+
+}  // namespace unbd::testing
