@@ -117,7 +117,7 @@ void unbd_dev_stop(struct unbd_dev *dev)
 		unbd_queue_cancel(dev->queues[i]);
 	dev->disk = NULL;
 	dev->recovering = false;
-	dev->info.state = UBLK_S_DEV_DEAD;
+	unbd_set_state(dev, UBLK_S_DEV_DEAD, dev->info.ublksrv_pid);
 	put_disk(disk);
 	wake_up_all(&dev->waitq);
 }
@@ -129,14 +129,21 @@ void unbd_dev_handle_death(struct unbd_dev *dev)
 	if (!dev->disk || dev->stopping || dev->deleting)
 		goto out;
 	if (unbd_recovery(dev)) {
+		/*
+		 * queue_rq already holds I/O back for dead queues; quiescing
+		 * just stops it from retrying, so there is no need to wait for
+		 * an RCU grace period before reporting QUIESCED.
+		 */
 		if (!dev->quiesced) {
-			blk_mq_quiesce_queue(dev->disk->queue);
+			blk_mq_quiesce_queue_nowait(dev->disk->queue);
 			dev->quiesced = true;
 		}
 		dev->recovering = false;
-		dev->info.state = UBLK_S_DEV_QUIESCED;
+		unbd_set_state(dev, UBLK_S_DEV_QUIESCED, dev->info.ublksrv_pid);
 		dev_info(&dev->cdev_dev, "server gone, quiesced for recovery\n");
 	} else {
+		/* Report the death at once; del_gendisk() may take a while. */
+		unbd_set_state(dev, UBLK_S_DEV_DEAD, dev->info.ublksrv_pid);
 		dev_info(&dev->cdev_dev, "server gone, stopping\n");
 		unbd_dev_stop(dev);
 	}
@@ -273,6 +280,7 @@ static int unbd_ctrl_add(const struct ublksrv_ctrl_cmd *hdr)
 	info.dev_id = id;
 	dev->info = info;
 	mutex_init(&dev->mutex);
+	spin_lock_init(&dev->info_lock);
 	init_waitqueue_head(&dev->waitq);
 	INIT_DELAYED_WORK(&dev->monitor, unbd_monitor_work);
 
@@ -387,12 +395,11 @@ static int unbd_ctrl_start(struct unbd_dev *dev,
 	get_device(&dev->cdev_dev);
 	dev->disk = disk;
 	dev->started_once = true;
-	dev->info.state = UBLK_S_DEV_LIVE;
-	dev->info.ublksrv_pid = pid;
+	unbd_set_state(dev, UBLK_S_DEV_LIVE, pid);
 	ret = add_disk(disk);
 	if (ret) {
 		dev->disk = NULL;
-		dev->info.state = UBLK_S_DEV_DEAD;
+		unbd_set_state(dev, UBLK_S_DEV_DEAD, -1);
 		/* ->free_disk only runs for disks that were added. */
 		put_disk(disk);
 		unbd_dev_put(dev);
@@ -417,9 +424,9 @@ static int unbd_ctrl_get_info(struct unbd_dev *dev,
 
 	if (hdr->len < sizeof(info) || !hdr->addr)
 		return -EINVAL;
-	mutex_lock(&dev->mutex);
+	spin_lock(&dev->info_lock);
 	info = dev->info;
-	mutex_unlock(&dev->mutex);
+	spin_unlock(&dev->info_lock);
 	if (copy_to_user(u64_to_user_ptr(hdr->addr), &info, sizeof(info)))
 		return -EFAULT;
 	return 0;
@@ -525,7 +532,7 @@ static int unbd_ctrl_start_recovery(struct unbd_dev *dev)
 	}
 	unbd_queues_reset(dev);
 	dev->recovering = true;
-	dev->info.ublksrv_pid = -1;
+	unbd_set_state(dev, UBLK_S_DEV_QUIESCED, -1);
 	dev_info(&dev->cdev_dev, "recovery started\n");
 out:
 	mutex_unlock(&dev->mutex);
@@ -560,8 +567,7 @@ static int unbd_ctrl_end_recovery(struct unbd_dev *dev,
 		ret = -ENODEV;
 		goto out;
 	}
-	dev->info.ublksrv_pid = pid;
-	dev->info.state = UBLK_S_DEV_LIVE;
+	unbd_set_state(dev, UBLK_S_DEV_LIVE, pid);
 	dev->recovering = false;
 	if (dev->quiesced) {
 		blk_mq_unquiesce_queue(dev->disk->queue);

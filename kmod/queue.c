@@ -22,7 +22,7 @@
 
 #include "unbd_ublk.h"
 
-unsigned int unbd_monitor_ms = 20;
+unsigned int unbd_monitor_ms = 10;
 module_param_named(monitor_ms, unbd_monitor_ms, uint, 0644);
 MODULE_PARM_DESC(monitor_ms,
 		 "Interval (ms) of the fallback check for exited servers");

@@ -75,7 +75,9 @@ struct unbd_queue {
 };
 
 struct unbd_dev {
+	/* Written under mutex and info_lock; GET_DEV_INFO takes only info_lock */
 	struct ublksrv_ctrl_dev_info	info;
+	spinlock_t			info_lock;
 	struct ublk_params		params;
 
 	struct device		cdev_dev;
@@ -108,6 +110,14 @@ struct unbd_cmd_pdu {
 static inline struct unbd_cmd_pdu *unbd_pdu(struct io_uring_cmd *cmd)
 {
 	return (struct unbd_cmd_pdu *)cmd->pdu;
+}
+
+static inline void unbd_set_state(struct unbd_dev *dev, u16 state, int pid)
+{
+	spin_lock(&dev->info_lock);
+	dev->info.state = state;
+	dev->info.ublksrv_pid = pid;
+	spin_unlock(&dev->info_lock);
 }
 
 static inline bool unbd_recovery(const struct unbd_dev *dev)

@@ -42,8 +42,9 @@ kill_and_wait() {
 check_death_ms() {
 	local what=$1
 	if [ "$UNBD_UBLK_DRIVER" = kmod ]; then
-		awk -v ms="$death_ms" 'BEGIN { exit !(ms < 100) }' ||
-			fail "$what took $death_ms ms (must be < 100 ms)"
+		local limit=${UNBD_KMOD_DEATH_MS_LIMIT:-100}
+		awk -v ms="$death_ms" -v limit="$limit" 'BEGIN { exit !(ms < limit) }' ||
+			fail "$what took $death_ms ms (must be < $limit ms)"
 	fi
 }
 
