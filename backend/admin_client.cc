@@ -18,6 +18,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, bool own_c
   args.SetMaxReceiveMessageSize(32 << 20);
   args.SetMaxSendMessageSize(32 << 20);
   if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 

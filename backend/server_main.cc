@@ -122,6 +122,8 @@ int main(int argc, char** argv) {
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Loopback/LAN block traffic: BDP probing pings add latency and nothing else.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_message_bytes()));
   builder.SetMaxSendMessageSize(static_cast<int>(limits.max_message_bytes()));
   builder.RegisterService(static_cast<unbd::v1::VolumeAdmin::Service*>(&service));
