@@ -9,7 +9,7 @@ wait_for_blockdev /dev/nullb0
 json=$UNBD_VM_OUT/fio.json
 log "fio: 2 s of 4k random read/write on /dev/nullb0"
 fio --name=nullb0 --filename=/dev/nullb0 --rw=randrw --bs=4k --iodepth=16 --ioengine=io_uring \
-	--direct=1 --time_based --runtime=2 --output-format=json --output="$json" ||
+	--direct=1 --time_based --runtime=2 --eta=never --output-format=json --output="$json" ||
 	fail "fio exited with status $?"
 
 # jq, not python: interpreter start-up over 9p under TCG costs seconds.
