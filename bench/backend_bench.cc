@@ -47,6 +47,7 @@ struct Config {
   double seconds = 3;
   std::vector<int> depths = {1, 32, 128};
   int streams = 2;
+  int batches_in_flight = 2;
   std::vector<std::string> workloads = {"randread", "randwrite"};
   std::vector<std::string> targets = {"unbd", "inproc", "nbd"};
   std::string server_bin;
@@ -192,9 +193,9 @@ class UnbdTarget {
       std::mt19937_64 rng(1000 + si);
       const std::string payload = RandomBlock(si);
       const uint64_t blocks = cfg_.size_bytes / kIo;
-      // Two half-depth batches in flight per stream, so the server works on one while the
-      // client turns the other around.
-      const int nb = depth >= 2 ? 2 : 1;
+      // Several batches in flight per stream (default two half-depth ones), so the server works
+      // on one while the client turns the other around.
+      const int nb = std::max(1, std::min(depth, cfg_.batches_in_flight));
       std::vector<v1::IoBatch> batches(nb);
       std::vector<uint64_t> sent_at(nb);
       auto fill = [&](int b, int count) {
@@ -529,6 +530,9 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", cfg.seconds, "duration of each run")->capture_default_str();
   app.add_option("--depths", depths, "total queue depths")->capture_default_str();
   app.add_option("--streams", cfg.streams, "client streams (connections) for QD > 1")
+      ->capture_default_str();
+  app.add_option("--batches-in-flight", cfg.batches_in_flight,
+                 "unbd: batches each stream keeps in flight (its depth is split among them)")
       ->capture_default_str();
   app.add_option("--workloads", workloads, "randread,randwrite")->capture_default_str();
   app.add_option("--targets", targets, "unbd,inproc,nbd")->capture_default_str();
