@@ -458,8 +458,9 @@ Status Store::CheckEpoch(const VolumeState& v, uint64_t epoch) const {
 void Store::SubmitBatch(std::span<IoOp> ops) {
   // Group by volume; a frontend queue's batch nearly always names one volume.
   thread_local std::vector<IoOp*> group;
+  thread_local std::vector<uint64_t> done_ids;
+  done_ids.clear();
   bool need_sync = false;
-  std::vector<uint64_t> done_ids;
   for (size_t i = 0; i < ops.size(); ++i) {
     const uint64_t id = ops[i].volume_id;
     if (std::find(done_ids.begin(), done_ids.end(), id) != done_ids.end()) continue;
