@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <thread>
@@ -66,6 +68,14 @@ bool ParseSize(const std::string& text, uint64_t* out) {
 }
 
 bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+// Guards against signalling an unrelated process that reused a dead daemon's pid.
+bool IsOurDaemon(pid_t pid) {
+  if (!ProcessAlive(pid)) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return cmdline.find("__daemon") != std::string::npos;
+}
 
 // Starts `unbd __daemon <args>` fully detached (own session, reparented to init) and waits for its
 // one status line. Returns the device id.
@@ -148,12 +158,15 @@ void DeleteOne(CtrlClient* ctrl, int id) {
     return;
   }
   if (!s.ok()) Fail(s);
-  // A live daemon stops and deletes the device itself on SIGTERM; give it the chance.
-  pid_t pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : (have_state ? st.daemon_pid : 0);
-  if (ProcessAlive(pid) && kill(pid, SIGTERM) == 0) {
-    auto deadline = Clock::now() + std::chrono::seconds(20);
+  // A live daemon stops and deletes the device itself on SIGTERM; give it the chance. The driver's
+  // pid and the state file's differ while a recovery is half done.
+  std::vector<pid_t> daemons;
+  for (pid_t pid : {static_cast<pid_t>(info.ublksrv_pid), have_state ? st.daemon_pid : 0})
+    if (IsOurDaemon(pid) && std::find(daemons.begin(), daemons.end(), pid) == daemons.end()) daemons.push_back(pid);
+  for (pid_t pid : daemons) kill(pid, SIGTERM);
+  auto deadline = Clock::now() + std::chrono::seconds(20);
+  for (pid_t pid : daemons)
     while (ProcessAlive(pid) && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
   // Dead or quiesced daemon, recovery half done, or a daemon that did not stop: delete directly.
   s = ctrl->GetDeviceInfo(id, &info);
   if (s.ok()) {

@@ -5,10 +5,12 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -41,6 +43,7 @@ void Notify(int fd, const std::string& line) {
 }
 
 void RedirectLogs(int dev_id) {
+  mkdir(StateDir().c_str(), 0755);
   std::string path = StateDir() + "/" + std::to_string(dev_id) + ".log";
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return;
@@ -162,6 +165,18 @@ class Daemon {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     auto t1 = Clock::now();
+    if (std::getenv("UNBD_TEST_STALL_RECOVERY")) {
+      // Test hook: leave the device with recovery started but never ended, as a daemon dying at
+      // this point would, and wait to be told to go.
+      spdlog::warn("device {}: UNBD_TEST_STALL_RECOVERY: stopping after START_USER_RECOVERY", id);
+      state_.daemon_pid = getpid();
+      SaveDeviceState(state_);
+      Notify(opts_.notify_fd, "OK " + std::to_string(id));
+      signalfd_siginfo si;
+      while (read(sigfd_, &si, sizeof(si)) != sizeof(si)) {
+      }
+      _exit(0);
+    }
     s = StartQueues(info);
     if (!s.ok()) return s;
     s = ctrl_->EndUserRecovery(id, getpid());

@@ -104,14 +104,25 @@ class RemoteHandler final : public QueueHandler {
   RemoteHandler(QueueContext* ctx, RemoteTarget* target, std::shared_ptr<RemoteStats> stats)
       : ctx_(ctx), target_(target), stats_(std::move(stats)), depth_(ctx->depth()), slots_(depth_),
         write_slot_(depth_, -1), read_dest_(new std::atomic<uint8_t*>[depth_]),
-        read_len_(new std::atomic<uint32_t>[depth_]) {
+        read_len_(new std::atomic<uint32_t>[depth_]), read_wire_tag_(new std::atomic<uint32_t>[depth_]) {
     for (size_t i = 0; i < depth_; ++i) {
       read_dest_[i].store(nullptr, std::memory_order_relaxed);
       read_len_[i].store(0, std::memory_order_relaxed);
+      read_wire_tag_[i].store(0, std::memory_order_relaxed);
     }
     pending_.reserve(depth_);
     slices_.reserve(2 * depth_);
     payload_of_.reserve(2 * depth_);
+  }
+
+  ~RemoteHandler() override {
+    // Destroying the last channel makes gRPC shut down and join its callback completion queue's
+    // threads, which can block forever while a cancelled connection attempt is still backing off.
+    // A daemon only drops its handlers on the way out, so keep the channel for the process's life.
+    static auto* kept = new std::vector<std::shared_ptr<grpc::Channel>>();
+    static std::mutex kept_mu;
+    std::lock_guard<std::mutex> l(kept_mu);
+    kept->push_back(std::move(channel_));
   }
 
   Status Init() {
@@ -140,8 +151,12 @@ class RemoteHandler final : public QueueHandler {
       s.pool_slot = write_slot_[req.tag];
       write_slot_[req.tag] = -1;
     }
+    // The wire tag carries a per-tag sequence number, so a completion of an earlier request on this
+    // tag (answered late, e.g. on a stream we already gave up on) can never finish a later one.
+    s.seq = static_cast<uint16_t>(s.seq + 1);
+    const uint32_t wire_tag = req.tag | (static_cast<uint32_t>(s.seq) << 16);
     backend::IoRequestHeader h;
-    h.tag = req.tag;
+    h.tag = wire_tag;
     h.volume_id = target_->volume_id_;
     h.epoch = target_->epoch_;
     h.offset = req.offset;
@@ -151,6 +166,7 @@ class RemoteHandler final : public QueueHandler {
       case UBLK_IO_OP_READ:
         h.op = v1::OP_READ;
         read_dest_[req.tag].store(req.buf, std::memory_order_relaxed);
+        read_wire_tag_[req.tag].store(wire_tag, std::memory_order_relaxed);
         read_len_[req.tag].store(req.length, std::memory_order_release);
         break;
       case UBLK_IO_OP_WRITE:
@@ -214,8 +230,11 @@ class RemoteHandler final : public QueueHandler {
       ArmTimer(kRetryTickMs);
       return;
     }
-    if (tag >= depth_ || !slots_[tag].active) {
-      spdlog::warn("queue {}: completion for tag {} that is not in flight, ignored", ctx_->queue_id(), tag);
+    const uint16_t seq = static_cast<uint16_t>(static_cast<uint32_t>(result) >> 8);
+    result &= 0xff;
+    if (tag >= depth_ || !slots_[tag].active || slots_[tag].seq != seq) {
+      // A duplicate answer to a request we re-sent, or a stale one: the request is already done.
+      spdlog::debug("queue {}: completion for tag {} seq {} that is not in flight, ignored", ctx_->queue_id(), tag, seq);
       return;
     }
     const Slot& s = slots_[tag];
@@ -269,13 +288,18 @@ class RemoteHandler final : public QueueHandler {
 
   // ---- called on gRPC threads ----
   // Where READ data for `tag` goes, or nullptr if `size` is not what the request asked for.
-  uint8_t* ReadDest(uint32_t tag, uint32_t size) {
+  uint8_t* ReadDest(uint32_t wire_tag, uint32_t size) {
+    const uint32_t tag = wire_tag & 0xffff;
     if (tag >= depth_) return nullptr;
     uint32_t len = read_len_[tag].load(std::memory_order_acquire);
-    if (size != len) return nullptr;
+    if (size != len || read_wire_tag_[tag].load(std::memory_order_relaxed) != wire_tag) return nullptr;
     return read_dest_[tag].load(std::memory_order_relaxed);
   }
-  void StreamCompletion(uint32_t tag, int code) { ctx_->CompleteAsync(static_cast<uint16_t>(tag), code); }
+  void StreamCompletion(uint32_t wire_tag, int code) {
+    // result = sequence number << 8 | gRPC code (codes are < 256).
+    ctx_->CompleteAsync(static_cast<uint16_t>(wire_tag & 0xffff),
+                        static_cast<int>(((wire_tag >> 16) << 8) | (static_cast<uint32_t>(code) & 0xff)));
+  }
   void StreamEnded(uint32_t generation, const grpc::Status& s) {
     if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED)
       spdlog::debug("queue {}: stream to {} ended: {} ({})", ctx_->queue_id(), target_->config_.server,
@@ -287,6 +311,7 @@ class RemoteHandler final : public QueueHandler {
   struct Slot {
     IoRequest req{};
     int pool_slot = -1;
+    uint16_t seq = 0;
     bool active = false;
     Clock::time_point since;
     uint8_t header_len = 0;
@@ -358,6 +383,7 @@ class RemoteHandler final : public QueueHandler {
     streams_.push_back(std::make_unique<IoStream>(this, stub_.get(), generation_));
     streams_.back()->Start();
     up_ = true;
+    pending_.clear();  // everything active goes out once on the new stream
     size_t n = 0;
     for (uint16_t tag = 0; tag < depth_; ++tag) {
       if (slots_[tag].active) {
@@ -399,6 +425,7 @@ class RemoteHandler final : public QueueHandler {
   std::vector<int> write_slot_;  // NEED_GET_DATA slot chosen for a tag's pending write
   std::unique_ptr<std::atomic<uint8_t*>[]> read_dest_;
   std::unique_ptr<std::atomic<uint32_t>[]> read_len_;
+  std::unique_ptr<std::atomic<uint32_t>[]> read_wire_tag_;
   std::vector<uint16_t> pending_;
   std::vector<uint16_t> retry_;
   std::vector<grpc::Slice> slices_;
@@ -418,7 +445,8 @@ class RemoteHandler final : public QueueHandler {
 
 IoStream::IoStream(RemoteHandler* handler, grpc::GenericStub* stub, uint32_t generation)
     : handler_(handler), generation_(generation) {
-  stub->PrepareBidiStreamingCall(&ctx_, kStreamMethod, grpc::StubOptions(), this);
+  static const std::string method(kStreamMethod);  // outlives every call that names it
+  stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
 }
 
 void IoStream::Start() {

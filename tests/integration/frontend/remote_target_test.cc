@@ -195,7 +195,10 @@ TEST_F(RemoteTargetTest, NewerIncarnationFencesTheOlderOne) {
   h2->Stop();
 }
 
-TEST_F(RemoteTargetTest, RidesOutABackendRestart) {
+class RemoteRestartTest : public RemoteTargetTest, public ::testing::WithParamInterface<int> {};
+
+// SIGKILL (connection reset) and SIGTERM (the server drains and ends streams with UNAVAILABLE).
+TEST_P(RemoteRestartTest, RidesOutABackendRestart) {
   std::unique_ptr<RemoteTarget> target;
   ASSERT_TRUE(RemoteTarget::Open(Config(), &target).ok());
   FakeQueue q(kDepth);
@@ -204,7 +207,15 @@ TEST_F(RemoteTargetTest, RidesOutABackendRestart) {
   std::vector<uint8_t> data(65536), back(65536);
   Fill(data.data(), data.size(), 7);
   const std::string listen = server_->target();
-  server_->Kill(SIGKILL);
+  // One write acknowledged before the restart must survive it as well.
+  std::vector<uint8_t> before(65536), before_back(65536);
+  Fill(before.data(), before.size(), 8);
+  q.Submit(h.get(), {2, UBLK_IO_OP_WRITE, 0, 2 << 20, 65536, before.data()});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(20)));
+  ASSERT_EQ(q.result(2), 65536);
+  q.Submit(h.get(), {3, UBLK_IO_OP_FLUSH, 0, 0, 0, nullptr});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(20)));
+  server_->Kill(GetParam());
   // Submitted while the backend is down; it restarts 1 s later on the same port and store.
   q.Submit(h.get(), {0, UBLK_IO_OP_WRITE, 0, 1 << 20, 65536, data.data()});
   std::thread restart([&] {
@@ -218,11 +229,60 @@ TEST_F(RemoteTargetTest, RidesOutABackendRestart) {
   q.Submit(h.get(), {1, UBLK_IO_OP_READ, 0, 1 << 20, 65536, back.data()});
   ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(20)));
   EXPECT_EQ(back, data);
+  q.Submit(h.get(), {1, UBLK_IO_OP_READ, 0, 2 << 20, 65536, before_back.data()});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(20)));
+  EXPECT_EQ(before_back, before);
   h->Stop();
   RemoteStats st;
   target->CollectStats(&st);
   EXPECT_GT(st.reconnects.load(), 0u);
 }
+
+// Many large writes in flight while the backend goes away and comes back, three times.
+TEST_P(RemoteRestartTest, ManyWritesInFlightAcrossRepeatedRestarts) {
+  DeviceConfig c = Config();
+  std::unique_ptr<RemoteTarget> target;
+  ASSERT_TRUE(RemoteTarget::Open(c, &target).ok());
+  target->set_verify_zero_copy(true);
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  constexpr uint32_t kLen = 256 << 10;
+  // The tags' own buffers, used (as the queue would) when gRPC still holds every pool slot.
+  std::vector<std::vector<uint8_t>> own(kDepth, std::vector<uint8_t>(kLen));
+  for (int round = 0; round < 3; ++round) {
+    const std::string listen = server_->target();
+    for (uint16_t tag = 0; tag < kDepth; ++tag) {
+      uint8_t* buf = h->WriteBuffer(tag, kLen);
+      if (!buf) buf = own[tag].data();
+      Fill(buf, kLen, round * 100 + tag);
+      q.Submit(h.get(), {tag, UBLK_IO_OP_WRITE, 0, uint64_t(tag) * kLen, kLen, buf});
+    }
+    h->Flush();
+    server_->Kill(GetParam());
+    std::thread restart([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(700));
+      StartServer(listen);
+    });
+    bool done = q.Pump(h.get(), std::chrono::seconds(30));
+    restart.join();
+    ASSERT_TRUE(done);
+    for (uint16_t tag = 0; tag < kDepth; ++tag) ASSERT_EQ(q.result(tag), int(kLen));
+  }
+  std::vector<uint8_t> back(kLen), expect(kLen);
+  for (uint16_t tag = 0; tag < kDepth; ++tag) {
+    q.Submit(h.get(), {0, UBLK_IO_OP_READ, 0, uint64_t(tag) * kLen, kLen, back.data()});
+    ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(20)));
+    Fill(expect.data(), kLen, 2 * 100 + tag);
+    ASSERT_EQ(back, expect) << "tag " << tag;
+  }
+  h->Stop();
+  RemoteStats st;
+  target->CollectStats(&st);
+  EXPECT_EQ(st.payload_bytes_copied.load(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, RemoteRestartTest, ::testing::Values(SIGKILL, SIGTERM));
 
 TEST_F(RemoteTargetTest, FailsIoOnceTheRetryDeadlinePasses) {
   DeviceConfig c = Config();

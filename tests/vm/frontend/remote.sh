@@ -18,7 +18,8 @@ echo "$out" | grep -q "does not exist" || fail "unclear unknown-volume error: $o
 out=$("$UNBD" add -t remote --volume vol0 2>&1) && fail "remote without --server accepted"
 echo "$out" | grep -q "\-\-server" || fail "unclear missing --server error: $out"
 
-dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 2 --need-get-data)
+# RocksDB reopening under TCG takes tens of seconds: give the restart below room.
+dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 2 --need-get-data --retry-deadline-ms 180000)
 wait_for_blockdev "$dev"
 id=${dev#/dev/ublkb}
 [ "$(blockdev --getsize64 "$dev")" = $((1 << 30)) ] || fail "size is not 1G"
@@ -38,6 +39,7 @@ blkdiscard -z -o 1M -l 1M "$dev" || fail "write-zeroes failed"
 [ "$(dd if="$dev" bs=1M skip=2 count=2 iflag=direct status=none | tr -d '\0' | wc -c)" -gt 0 ] || fail "data lost"
 
 log "ext4: mkfs, write, unmount, remount, compare"
+modprobe ext4 2>/dev/null || true
 mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
 mkdir -p /mnt/r
 mount "$dev" /mnt/r
@@ -58,7 +60,9 @@ wait "$BACKEND_PID" || true
 (dd if=/tmp/blob of="$dev" bs=1M seek=128 oflag=direct conv=fsync status=none && echo ok >/tmp/during) &
 writer=$!
 sleep 2
+t0=$(date +%s)
 start_backend_process "127.0.0.1:$port"
+log "unbd-server back after $(($(date +%s) - t0)) s"
 wait "$writer" || fail "a write during the backend restart failed"
 dd if="$dev" of=/tmp/back bs=1M skip=128 count=8 iflag=direct status=none
 cmp /tmp/blob /tmp/back || fail "data written across the restart differs"
