@@ -42,12 +42,6 @@ Metrics::VolumeMetrics& Metrics::ForVolume(uint64_t volume_id) {
   return *slot;
 }
 
-void Metrics::ForgetVolume(uint64_t volume_id) {
-  // Entries are referenced without the lock by in-flight batches, so they are kept (zeroed
-  // counters would mislead rate() anyway); a deleted volume's series simply stop changing.
-  (void)volume_id;
-}
-
 std::string Metrics::RenderPrometheus() const {
   std::string out;
   out += "# HELP unbd_requests_total Data requests by volume and operation.\n";

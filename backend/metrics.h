@@ -37,9 +37,9 @@ class Metrics {
     std::atomic<uint64_t> fenced{0};
   };
 
-  // The entry for an existing volume (created on first use).
+  // The entry for an existing volume (created on first use). Entries are never removed: batches
+  // in flight hold references, and a deleted volume's series simply stop changing.
   VolumeMetrics& ForVolume(uint64_t volume_id);
-  void ForgetVolume(uint64_t volume_id);
 
   std::atomic<uint64_t> unknown_volume_requests{0};
   std::atomic<uint64_t> batches{0};
