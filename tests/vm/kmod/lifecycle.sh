@@ -10,7 +10,7 @@ verify_fio() { # DEV NAME extra-fio-args...
 	local dev=$1 name=$2
 	shift 2
 	fio --name="$name" --filename="$dev" --ioengine=libaio --direct=1 --iodepth=16 \
-		--size=32M --verify=crc32c --verify_fatal=1 --output="/tmp/$name.fio" "$@" ||
+		--size=32M --verify=crc32c --verify_fatal=1 --eta=never --output="/tmp/$name.fio" "$@" ||
 		{ cat "/tmp/$name.fio"; fail "fio $name on $dev failed"; }
 	grep -q "err= 0" "/tmp/$name.fio" || { cat "/tmp/$name.fio"; fail "fio $name reported errors"; }
 	log "fio $name: $(grep -m1 -E 'write: IOPS|read: IOPS' "/tmp/$name.fio" | sed 's/^ *//')"
@@ -22,7 +22,7 @@ for mode in plain need-get-data; do
 	start_server 0 /tmp/srv0.log --queues 2 --depth 64 --size-mb 64 --backing /tmp/d0.img "${extra[@]}"
 	"$tool" info --id 0
 	verify_fio /dev/ublkb0 "$mode-4k" --rw=randwrite --bs=4k --fsync=64
-	verify_fio /dev/ublkb0 "$mode-mixed" --rw=randwrite --bsrange=4k-256k --fua=1
+	verify_fio /dev/ublkb0 "$mode-mixed" --rw=randwrite --bsrange=4k-256k --sync=1
 	assert blkdiscard -o 0 -l 1048576 /dev/ublkb0
 	assert blkdiscard -z -o 1048576 -l 1048576 /dev/ublkb0
 	[ "$(dd if=/dev/ublkb0 bs=1M count=2 iflag=direct status=none | tr -d '\0' | wc -c)" = 0 ] ||
@@ -53,7 +53,7 @@ log "8 devices: added, read, deleted"
 # Delete under load: fio stops with errors, the server exits, nothing hangs.
 start_server 3 /tmp/load.log --queues 2 --depth 128 --size-mb 64
 fio --name=load --filename=/dev/ublkb3 --ioengine=libaio --direct=1 --iodepth=32 --numjobs=2 \
-	--rw=randrw --bs=4k --time_based --runtime=60 --output=/tmp/load.fio &
+	--rw=randrw --bs=4k --time_based --runtime=60 --eta=never --output=/tmp/load.fio 2>/dev/null &
 fio_pid=$!
 sleep 3
 t0=$(date +%s%N)

@@ -267,7 +267,9 @@ class Server {
   void Handle(unsigned q_id, unsigned tag, const ublksrv_io_desc& d, char* buf, Send& send) {
     const uint64_t off = d.start_sector << 9;
     const size_t len = static_cast<size_t>(d.nr_sectors) << 9;
-    if (d.start_sector >= opt_.hold_from) {
+    // Only data requests are held: a flush carries no sector (blk_rq_pos() is -1 there).
+    const unsigned op = ublksrv_get_op(&d);
+    if ((op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) && d.start_sector >= opt_.hold_from) {
       // Taken and never committed: the request stays with this process until it dies.
       printf("HOLD queue=%u tag=%u sector=%llu\n", q_id, tag,
              static_cast<unsigned long long>(d.start_sector));
