@@ -1,6 +1,6 @@
 // `unbd add|del|list|recover|features`: ublk devices on this node, in the ublk tools' conventions.
-// Each device is served by its own detached daemon process (the hidden `__daemon` subcommand of this
-// same binary); its configuration and pid live in /run/unbd/<id>.json.
+// Each device is served by its own detached daemon process (forked from this command; the hidden
+// `__daemon` subcommand runs one by hand); its configuration and pid live in /run/unbd/<id>.json.
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -72,14 +72,17 @@ bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == 
 // Guards against signalling an unrelated process that reused a dead daemon's pid.
 bool IsOurDaemon(pid_t pid) {
   if (!ProcessAlive(pid)) return false;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
-  std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  return cmdline.find("__daemon") != std::string::npos;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
+  std::string comm;
+  std::getline(f, comm);
+  return comm == frontend::kDaemonProcessName;
 }
 
-// Starts `unbd __daemon <args>` fully detached (own session, reparented to init) and waits for its
-// one status line. Returns the device id.
-int SpawnDaemon(const std::vector<std::string>& args, int timeout_s) {
+// Starts the device daemon fully detached (own session, reparented to init) and waits for its one
+// status line. Returns the device id. The daemon is a fork of this process running
+// frontend::RunDaemon directly: no exec, so no second round of loading the gRPC libraries, which
+// matters for how fast `recover` brings a device back.
+int SpawnDaemon(const frontend::DaemonOptions& base, int timeout_s) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) Fail(Status::FromErrno(errno, "pipe"));
   pid_t child = fork();
@@ -97,14 +100,10 @@ int SpawnDaemon(const std::vector<std::string>& args, int timeout_s) {
       dup2(null_fd, STDERR_FILENO);
       if (null_fd > STDERR_FILENO) close(null_fd);
     }
-    int notify = fcntl(fds[1], F_DUPFD, 3);  // without O_CLOEXEC: it must survive exec
-    std::vector<std::string> argv_s = {"unbd", "__daemon", "--notify-fd", std::to_string(notify)};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv("/proc/self/exe", argv.data());
-    _exit(127);
+    frontend::DaemonOptions o = base;
+    o.notify_fd = fds[1];
+    std::fflush(nullptr);
+    _exit(frontend::RunDaemon(o));
   }
   close(fds[1]);
   int st = 0;
@@ -280,7 +279,9 @@ void RegisterDeviceCommands(CLI::App& app) {
         if (stat(cfg->file.c_str(), &st) != 0) Fail(Status::FromErrno(errno, "-f " + cfg->file));
       }
       OpenCtrl();  // a clear error now if the driver is missing, rather than from the daemon
-      int id = SpawnDaemon({"--config", frontend::ToJson(*cfg).dump()}, 90);
+      frontend::DaemonOptions o;
+      o.config = *cfg;
+      int id = SpawnDaemon(o, 90);
       std::printf("/dev/ublkb%d\n", id);
     });
   }
@@ -343,7 +344,10 @@ void RegisterDeviceCommands(CLI::App& app) {
       if (!st.config.recovery) Fail("device " + std::to_string(*id) + " was not added with --recovery");
       OpenCtrl();
       auto t0 = Clock::now();
-      SpawnDaemon({"--recover", std::to_string(*id)}, 90);
+      frontend::DaemonOptions o;
+      o.recover = true;
+      o.recover_dev_id = *id;
+      SpawnDaemon(o, 90);
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       frontend::LoadDeviceState(*id, &st);
       std::printf("/dev/ublkb%d recovered by pid %d in %.1f ms (epoch %llu)\n", *id, st.daemon_pid, ms,

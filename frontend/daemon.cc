@@ -295,6 +295,7 @@ void HardenDaemonProcess() {
 }
 
 int RunDaemon(const DaemonOptions& options) {
+  prctl(PR_SET_NAME, kDaemonProcessName, 0, 0, 0);
   HardenDaemonProcess();
   Daemon d(options);
   return d.Run();

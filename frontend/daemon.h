@@ -11,6 +11,9 @@
 
 namespace unbd::frontend {
 
+// The daemon's process name (/proc/PID/comm), how `unbd del` recognises it.
+inline constexpr const char* kDaemonProcessName = "unbd-daemon";
+
 struct DaemonOptions {
   DeviceConfig config;     // add
   bool recover = false;

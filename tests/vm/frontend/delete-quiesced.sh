@@ -32,5 +32,5 @@ for phase in quiesced half-recovered; do
 	"$UNBD" list -n "$id" 2>/dev/null && fail "deleted device $id still listed"
 	log "$phase: deleted, blocked reader failed cleanly"
 done
-pgrep -f "unbd __daemon" && fail "daemons left behind"
+pgrep -x unbd-daemon && fail "daemons left behind"
 log "delete-quiesced: ok"

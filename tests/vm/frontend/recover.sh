@@ -27,7 +27,7 @@ id=${dev#/dev/ublkb}
 
 fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-1M --ioengine=libaio --direct=1 \
 	--iodepth=8 --size=256M --verify=crc32c --verify_backlog=16 --verify_fatal=1 \
-	--time_based --runtime=$((cycles * 7 + 10)) --eta=never --output="$UNBD_VM_OUT/fio-recover.txt" &
+	--time_based --runtime=$((cycles * 16 + 15)) --eta=never --output="$UNBD_VM_OUT/fio-recover.txt" &
 fio_pid=$!
 sleep 3
 

@@ -51,6 +51,6 @@ wait_gone /dev/ublkb0
 "$UNBD" del -a
 wait_gone /dev/ublkb3
 [ -z "$(ls "$UNBD_RUN_DIR"/*.json 2>/dev/null)" ] || fail "state files left behind"
-pgrep -f "unbd __daemon" && fail "daemons left behind"
+pgrep -x unbd-daemon && fail "daemons left behind"
 check_no_daemon_errors
 log "smoke: ok"

@@ -1,0 +1,47 @@
+#!/bin/bash
+# The loop target end to end, on a file: fio with crc32c verification over mixed block sizes
+# (4k-1M), flush/FUA (fio fsync), discard and write-zeroes reaching the file, ext4 made, filled,
+# remounted and checksummed, and the data visible in the backing file after the device is gone.
+set -euo pipefail
+. "$UNBD_REPO/tests/vm/guest-lib.sh"
+. "$UNBD_REPO/tests/vm/frontend/lib.sh"
+
+load_ublk_driver
+truncate -s 512M /tmp/backing.img
+dev=$(unbd_add -t loop -f /tmp/backing.img -q 2 --need-get-data)
+wait_for_blockdev "$dev"
+id=${dev#/dev/ublkb}
+
+log "fio: random writes 4k-1M with crc32c verification, fsync every 32 writes"
+fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-1M --ioengine=libaio --direct=1 \
+	--iodepth=16 --size=256M --verify=crc32c --verify_fatal=1 --fsync=32 --eta=never \
+	--output="$UNBD_VM_OUT/fio-verify.txt" || fail "fio verify failed with status $?"
+
+log "discard punches holes in the file; write-zeroes zeroes"
+dd if=/dev/urandom of="$dev" bs=1M count=4 seek=300 oflag=direct status=none
+before=$(du -k /tmp/backing.img | cut -f1)
+blkdiscard -o $((300 << 20)) -l $((2 << 20)) "$dev" || fail "discard failed"
+blkdiscard -z -o $((302 << 20)) -l $((1 << 20)) "$dev" || fail "write-zeroes failed"
+after=$(du -k /tmp/backing.img | cut -f1)
+[ "$after" -lt "$before" ] || fail "discard did not free space in the file ($before -> $after KiB)"
+[ "$(dd if=/tmp/backing.img bs=1M skip=300 count=3 status=none | tr -d '\0' | wc -c)" = 0 ] || fail "range not zero"
+
+log "ext4: mkfs, write, unmount, remount, compare"
+modprobe ext4 2>/dev/null || true
+mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
+mkdir -p /mnt/l
+mount "$dev" /mnt/l
+for i in 1 2 3 4; do dd if=/dev/urandom of=/mnt/l/f$i bs=1M count=$((i * 4)) status=none; done
+(cd /mnt/l && sha256sum f*) >/tmp/sums
+umount /mnt/l
+mount "$dev" /mnt/l
+(cd /mnt/l && sha256sum -c /tmp/sums) || fail "checksums differ after remount"
+umount /mnt/l
+"$UNBD" del -n "$id"
+wait_gone "$dev"
+# The file system lives on in the file: loop-mount it with the kernel and compare again.
+mount -o loop,ro /tmp/backing.img /mnt/l || fail "the backing file does not hold the file system"
+(cd /mnt/l && sha256sum -c /tmp/sums) || fail "checksums differ in the backing file"
+umount /mnt/l
+check_no_daemon_errors
+log "loop: ok"
