@@ -10,7 +10,7 @@ load_ublk_driver
 loops=${UNBD_RECOVER_LOOPS:-10}
 start_server 0 /tmp/srv.log --queues 2 --depth 64 --size-mb 64 --backing /tmp/r.img --reissue
 fio --name=verify --filename=/dev/ublkb0 --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite \
-	--bs=4k --size=64M --time_based --runtime=$((loops * 4 + 10)) --verify=crc32c --verify_fatal=1 \
+	--bs=4k --size=64M --time_based --runtime=$((loops * 8 + 15)) --verify=crc32c --verify_fatal=1 \
 	--verify_backlog=1024 --eta=never --output=/tmp/fio.out &
 fio_pid=$!
 sleep 3
