@@ -31,6 +31,13 @@ fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-1M --ioengine=li
 fio_pid=$!
 sleep 3
 
+# What a cycle's figure is made of besides the recovery itself (under load, with fio running):
+# starting the unbd binary, and a probe read plus its timestamp on a live device.
+t0=$(date +%s%N)
+"$UNBD" list -n "$id" --json >/dev/null
+t1=$(date +%s%N)
+dd if="$dev" of=/dev/null bs=4k count=1 skip=$((RANDOM * 4)) iflag=direct status=none && t2=$(date +%s%N)
+log "baseline: unbd start-up + list $(((t1 - t0) / 1000000)) ms, probe read on the live device $(((t2 - t1) / 1000000)) ms"
 prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
 times=()
 for ((c = 1; c <= cycles; c++)); do
