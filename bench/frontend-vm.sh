@@ -39,6 +39,7 @@ measure unbd-null "$dev"
 "$UNBD" del -a
 
 log "loop: unbd loop target vs kernel loop (direct I/O), same file on ext4 on brd"
+modprobe loop 2>/dev/null || true
 modprobe brd rd_nr=1 rd_size=$((768 * 1024)) || fail "modprobe brd"
 mkfs.ext4 -q -F /dev/ram0
 mkdir -p /mnt/bench && mount /dev/ram0 /mnt/bench
