@@ -14,6 +14,8 @@ strict=()
 grep -q '^PASSED' /tmp/matrix.txt || fail "hostile-input matrix failed"
 
 # A server whose buffers are unmapped and unaligned: every data transfer fails cleanly.
+# (Linux 6.1 re-queues a read that copied nothing, forever: ours only.)
+if [ "$UNBD_UBLK_DRIVER" = kmod ]; then
 start_server 0 /tmp/badbuf.log --queues 1 --depth 8 --size-mb 16 --bad-buf
 if dd if=/dev/ublkb0 of=/dev/null bs=4k count=1 iflag=direct status=none; then
 	fail "a read through an unmapped server buffer succeeded"
@@ -24,6 +26,7 @@ fi
 log "unmapped server buffers: reads and writes fail with an error, no oops"
 assert "$tool" del --id 0
 wait_pid_gone "$server_pid" 10 || fail "bad-buffer server survived DEL_DEV"
+fi
 
 # A server that takes requests, never commits them, and exits on its own.
 # (The first MiB stays served: add_disk()'s partition scan reads there.)

@@ -477,8 +477,10 @@ int CmdBadInput(const Options& o) {
     return ctrl.Cmd(UBLK_CMD_ADD_DEV, id, buf ? buf : &info, len);
   };
   m.Fails("ADD_DEV with 0 queues", add(0, 4, 0, UINT32_MAX), -EINVAL);
-  m.Fails("ADD_DEV with 1000 queues", add(1000, 4, 0, UINT32_MAX), -EINVAL);
-  m.Fails("ADD_DEV with depth 0", add(1, 0, 0, UINT32_MAX), -EINVAL);
+  // Linux 6.1 clamps the queue count instead of refusing it.
+  if (o.strict) m.Fails("ADD_DEV with 1000 queues", add(1000, 4, 0, UINT32_MAX), -EINVAL);
+  // Linux 6.1's driver takes depth 0 and WARNs in the page allocator: ours only.
+  if (o.strict) m.Fails("ADD_DEV with depth 0", add(1, 0, 0, UINT32_MAX), -EINVAL);
   m.Fails("ADD_DEV with depth 4097", add(1, 4097, 0, UINT32_MAX), -EINVAL);
   m.Fails("ADD_DEV with a short buffer", add(1, 4, 0, UINT32_MAX, 8), -EINVAL);
   m.Fails("ADD_DEV with an unmapped buffer", add(1, 4, 0, UINT32_MAX, sizeof(info), reinterpret_cast<void*>(8)),
@@ -500,12 +502,16 @@ int CmdBadInput(const Options& o) {
   m.Fails("SET_PARAMS with 8-byte logical blocks", ctrl.Cmd(UBLK_CMD_SET_PARAMS, id, &p, sizeof(p)), -EINVAL);
   m.Fails("SET_PARAMS with a 4-byte length", ctrl.Cmd(UBLK_CMD_SET_PARAMS, id, &p, 4), -EINVAL);
   char mask[128];
-  m.Fails("GET_QUEUE_AFFINITY of queue 7 of 1", ctrl.Cmd(UBLK_CMD_GET_QUEUE_AFFINITY, id, mask, sizeof(mask), 0, 7),
-          -EINVAL);
+  // Linux 6.1 does not check the queue id here.
+  if (o.strict)
+    m.Fails("GET_QUEUE_AFFINITY of queue 7 of 1",
+            ctrl.Cmd(UBLK_CMD_GET_QUEUE_AFFINITY, id, mask, sizeof(mask), 0, 7), -EINVAL);
   m.Succeeds("GET_QUEUE_AFFINITY of queue 0", ctrl.Cmd(UBLK_CMD_GET_QUEUE_AFFINITY, id, mask, sizeof(mask), 0, 0));
   m.Fails("START_USER_RECOVERY without the recovery feature", ctrl.Cmd(UBLK_CMD_START_USER_RECOVERY, id), -EINVAL);
-  m.Fails("END_USER_RECOVERY without the recovery feature",
-          ctrl.Cmd(UBLK_CMD_END_USER_RECOVERY, id, nullptr, 0, getpid()), -EINVAL);
+  // Linux 6.1 blocks here until every tag is fetched, instead of refusing.
+  if (o.strict)
+    m.Fails("END_USER_RECOVERY without the recovery feature",
+            ctrl.Cmd(UBLK_CMD_END_USER_RECOVERY, id, nullptr, 0, getpid()), -EINVAL);
 
   // The character device and the descriptor areas.
   std::string cpath = "/dev/ublkc" + std::to_string(id);
@@ -522,7 +528,8 @@ int CmdBadInput(const Options& o) {
     return 0;
   };
   m.Fails("writable mmap of the descriptor area", map(4096, PROT_READ | PROT_WRITE, 0), -EPERM);
-  m.Fails("mmap at an offset between queues", map(4096, PROT_READ, 4096), -EINVAL);
+  // Linux 6.1 rounds a misaligned offset down to a queue.
+  if (o.strict) m.Fails("mmap at an offset between queues", map(4096, PROT_READ, 4096), -EINVAL);
   m.Fails("mmap of queue 1 of 1", map(4096, PROT_READ, kDescStride), -EINVAL);
   m.Fails("mmap larger than the queue's area", map(1 << 20, PROT_READ, 0), -EINVAL);
   m.Succeeds("read-only mmap of queue 0", map(4096, PROT_READ, 0));
@@ -550,7 +557,8 @@ int CmdBadInput(const Options& o) {
           -EINVAL);
   m.Fails("NEED_GET_DATA without the feature", io(*qring, UBLK_IO_NEED_GET_DATA, 0, 1, ubuf(1)), -EINVAL);
   m.Fails("unknown I/O command 0x2f", io(*qring, 0x2f, 0, 1, ubuf(1)), -EOPNOTSUPP);
-  {
+  if (o.strict) {
+    // Linux 6.1 lets any task fetch a tag of a queue another task serves.
     int other = 0;
     std::thread t([&] {
       Ring ring(4);
@@ -569,7 +577,9 @@ int CmdBadInput(const Options& o) {
   m.Succeeds("STOP_DEV of a device that never started", ctrl.Cmd(UBLK_CMD_STOP_DEV, id, nullptr, 0, 0, 0xffff, 3000));
   int aborted = 0, res = 0;
   while (aborted < 4 && qring->Wait(&res, 2000) && res == UBLK_IO_RES_ABORT) aborted++;
-  m.Succeeds("all 4 parked FETCH_REQs completed with UBLK_IO_RES_ABORT", aborted == 4 ? 0 : -EIO);
+  // Linux 6.1 keeps them until the server exits.
+  if (o.strict)
+    m.Succeeds("all 4 parked FETCH_REQs completed with UBLK_IO_RES_ABORT", aborted == 4 ? 0 : -EIO);
   close(cfd);
   // DEL_DEV returns when the device is released: our ring still pins the file, so close first.
   qring.reset();
@@ -663,6 +673,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   Options o = Parse(argc, argv, 2);
   signal(SIGPIPE, SIG_IGN);
+  setvbuf(stdout, nullptr, _IOLBF, 0);
   if (cmd == "serve") return CmdServe(o);
   if (cmd == "recover") return CmdRecover(o);
   if (cmd == "kill-wait") return CmdKillWait(o);
