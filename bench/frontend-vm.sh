@@ -52,7 +52,7 @@ losetup -d "$kloop"
 dev=$(unbd_add -t loop -f /mnt/bench/disk.img -q 1)
 wait_for_blockdev "$dev"
 "$UNBD" list | grep -q "target loop" || true
-grep -q "O_DIRECT" "$UNBD_RUN_DIR"/*.log || fail "unbd loop target is not using O_DIRECT"
+grep -q "direct_io=1" "$UNBD_RUN_DIR"/*.log || fail "unbd loop target is not using O_DIRECT"
 measure unbd-loop "$dev"
 "$UNBD" del -a
 umount /mnt/bench
