@@ -77,7 +77,7 @@ struct unbd_queue {
 struct unbd_dev {
 	/* Written under mutex and info_lock; GET_DEV_INFO takes only info_lock */
 	struct ublksrv_ctrl_dev_info	info;
-	spinlock_t			info_lock;
+	spinlock_t			info_lock;	/* info.state, info.ublksrv_pid */
 	struct ublk_params		params;
 
 	struct device		cdev_dev;
