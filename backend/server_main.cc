@@ -16,6 +16,8 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
@@ -24,6 +26,7 @@
 #include "backend/metrics.h"
 #include "backend/metrics_http.h"
 #include "backend/store.h"
+#include "backend/stream_server.h"
 #include "backend/volume_service.h"
 
 namespace {
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string port_file;
   uint32_t test_apply_delay_us = 0;
+  unsigned stream_threads = std::max(1u, std::thread::hardware_concurrency());
   app.add_option("--listen", listen, "gRPC address HOST:PORT (port 0: pick a free one)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "RocksDB directory (created if missing)")->required();
@@ -77,6 +81,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port-file", port_file,
                  "after startup, write the gRPC port and the metrics port (one per line) here");
+  app.add_option("--stream-threads", stream_threads,
+                 "completion-queue threads serving BlockIo.Stream (default: one per core)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 256u));
   app.add_option("--test-apply-delay-us", test_apply_delay_us,
                  "fault injection for tests: delay between fencing check and apply")
       ->group("");
@@ -128,10 +136,14 @@ int main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(static_cast<int>(limits.max_message_bytes()));
   builder.RegisterService(static_cast<unbd::v1::VolumeAdmin::Service*>(&service));
   builder.RegisterService(static_cast<unbd::v1::BlockIo::Service*>(&service));
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
+  for (unsigned i = 0; i < stream_threads; ++i) cqs.push_back(builder.AddCompletionQueue());
+  unbd::backend::StreamServer streams(&service, std::move(cqs));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     return fail(Status::Unavailable("cannot listen on " + listen));
   }
+  streams.Start();
   spdlog::info("listening on {} (port {}), data in {}, metrics {}", listen, port, data_dir,
                metrics_http ? std::to_string(metrics_http->port()) : std::string("off"));
   if (!port_file.empty()) {
@@ -151,6 +163,7 @@ int main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   spdlog::debug("rpcs finished");
   server->Wait();
+  streams.Stop();  // after Shutdown: the queues drain and their threads exit
   if (metrics_http) metrics_http->Stop();
   store.reset();  // syncs the WAL and closes RocksDB
   spdlog::info("stopped");

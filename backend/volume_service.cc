@@ -219,99 +219,83 @@ grpc::Status VolumeService::Flush(grpc::ServerContext*, const v1::FlushRequest* 
   return SubmitOne(&op);
 }
 
-grpc::Status VolumeService::Stream(
-    grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::CompletionBatch, v1::IoBatch>* rw) {
-  StreamSlot slot{ctx};
-  {
-    std::lock_guard l(streams_mu_);
-    if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down");
-    streams_.insert(&slot);
-  }
-  metrics_->active_streams.fetch_add(1);
-  // unregister_locked: the caller holds streams_mu_.
-  auto unregister_locked = [&] {
-    streams_.erase(&slot);
-    streams_cv_.notify_all();
-    metrics_->active_streams.fetch_sub(1);
-  };
-  auto unregister = [&] {
-    std::lock_guard l(streams_mu_);
-    unregister_locked();
-  };
-  const grpc::Status shutting_down(grpc::StatusCode::UNAVAILABLE, "server shutting down");
+// ---- Stream support ----
 
-  // Reused across batches so steady-state batches allocate nothing new.
-  v1::IoBatch in;
-  v1::CompletionBatch out;
-  std::vector<IoOp> ops;
-  while (rw->Read(&in)) {
-    {
-      std::lock_guard l(streams_mu_);
-      if (draining_) {
-        unregister_locked();
-        return shutting_down;
-      }
-      slot.busy = true;
-    }
-    const uint64_t start = NowNs();
-    const int n = in.requests_size();
-    if (static_cast<uint32_t>(n) > limits_.max_batch_requests) {
-      unregister();
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "batch of " + std::to_string(n) + " requests exceeds max_batch_requests " +
-                              std::to_string(limits_.max_batch_requests));
-    }
-    uint64_t batch_bytes = 0;
-    for (const auto& r : in.requests()) {
-      if (r.op() == v1::OP_READ || r.op() == v1::OP_WRITE) batch_bytes += r.length();
-    }
-    if (batch_bytes > limits_.max_batch_bytes) {
-      unregister();
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "batch of " + std::to_string(batch_bytes) +
-                              " bytes exceeds max_batch_bytes " +
-                              std::to_string(limits_.max_batch_bytes));
-    }
-    out.Clear();
-    ops.resize(n);
-    for (int i = 0; i < n; ++i) {
-      const v1::IoRequest& r = in.requests(i);
-      v1::IoCompletion* c = out.add_completions();
-      c->set_tag(r.tag());
-      IoOp& op = ops[i];
-      op.op = r.op();
-      op.fua = r.fua();
-      op.volume_id = r.volume_id();
-      op.epoch = r.epoch();
-      op.offset = r.offset();
-      op.length = r.length();
-      op.data = r.data();
-      op.read_out = r.op() == v1::OP_READ ? c->mutable_data() : nullptr;
-      op.status = Status::Ok();
-    }
-    store_->SubmitBatch(ops);
-    for (int i = 0; i < n; ++i) {
-      if (!ops[i].status.ok()) {
-        v1::IoCompletion* c = out.mutable_completions(i);
-        c->set_code(static_cast<int32_t>(ToGrpcCode(ops[i].status.code())));
-        c->set_message(ops[i].status.message());
-        c->clear_data();
-      }
-    }
-    Record(ops, NowNs() - start);
-    metrics_->batches.fetch_add(1, std::memory_order_relaxed);
-    const bool sent = rw->Write(out);
-    {
-      std::lock_guard l(streams_mu_);
-      slot.busy = false;
-      if (draining_ || !sent) {
-        unregister_locked();
-        return sent ? shutting_down : grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
-      }
+bool VolumeService::AddStream(StreamSlot* s) {
+  std::lock_guard l(streams_mu_);
+  if (draining_) return false;
+  streams_.insert(s);
+  metrics_->active_streams.fetch_add(1);
+  return true;
+}
+
+bool VolumeService::BeginBatch(StreamSlot* s) {
+  std::lock_guard l(streams_mu_);
+  s->busy = true;
+  return !draining_;
+}
+
+bool VolumeService::EndBatch(StreamSlot* s) {
+  std::lock_guard l(streams_mu_);
+  s->busy = false;
+  return !draining_;
+}
+
+void VolumeService::RemoveStream(StreamSlot* s) {
+  std::lock_guard l(streams_mu_);
+  if (streams_.erase(s) == 0) return;
+  streams_cv_.notify_all();
+  metrics_->active_streams.fetch_sub(1);
+}
+
+grpc::Status VolumeService::ApplyBatch(const v1::IoBatch& in, v1::CompletionBatch* out,
+                                       std::vector<IoOp>* ops) {
+  const uint64_t start = NowNs();
+  const int n = in.requests_size();
+  if (static_cast<uint32_t>(n) > limits_.max_batch_requests) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "batch of " + std::to_string(n) + " requests exceeds max_batch_requests " +
+                            std::to_string(limits_.max_batch_requests));
+  }
+  uint64_t batch_bytes = 0;
+  for (const auto& r : in.requests()) {
+    if (r.op() == v1::OP_READ || r.op() == v1::OP_WRITE) batch_bytes += r.length();
+  }
+  if (batch_bytes > limits_.max_batch_bytes) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "batch of " + std::to_string(batch_bytes) +
+                            " bytes exceeds max_batch_bytes " +
+                            std::to_string(limits_.max_batch_bytes));
+  }
+  out->Clear();
+  ops->resize(n);
+  for (int i = 0; i < n; ++i) {
+    const v1::IoRequest& r = in.requests(i);
+    v1::IoCompletion* c = out->add_completions();
+    c->set_tag(r.tag());
+    IoOp& op = (*ops)[i];
+    op.op = r.op();
+    op.fua = r.fua();
+    op.volume_id = r.volume_id();
+    op.epoch = r.epoch();
+    op.offset = r.offset();
+    op.length = r.length();
+    op.data = r.data();
+    op.read_out = r.op() == v1::OP_READ ? c->mutable_data() : nullptr;
+    op.status = Status::Ok();
+  }
+  store_->SubmitBatch(*ops);
+  for (int i = 0; i < n; ++i) {
+    const IoOp& op = (*ops)[i];
+    if (!op.status.ok()) {
+      v1::IoCompletion* c = out->mutable_completions(i);
+      c->set_code(static_cast<int32_t>(ToGrpcCode(op.status.code())));
+      c->set_message(op.status.message());
+      c->clear_data();
     }
   }
-  unregister();
-  spdlog::debug("stream from {} ended", ctx->peer());
+  Record(*ops, NowNs() - start);
+  metrics_->batches.fetch_add(1, std::memory_order_relaxed);
   return grpc::Status::OK;
 }
 

@@ -1,5 +1,7 @@
 // VolumeService: the gRPC face of the Store — unbd.v1.VolumeAdmin and unbd.v1.BlockIo (unary
-// data calls and the per-queue batched stream; see proto/unbd/v1/io.proto for the client rules).
+// data calls; see proto/unbd/v1/io.proto for the client rules). The per-queue batched stream is
+// registered as an async method and driven by StreamServer (stream_server.h), which calls
+// ApplyBatch() and the stream registry below.
 // BeginDrain() (SIGTERM) lets every stream finish and answer the batch it is applying, then ends
 // each stream with UNAVAILABLE so clients re-send elsewhere or later.
 #pragma once
@@ -28,7 +30,8 @@ struct ServiceLimits {
 
 grpc::Status ToGrpc(const Status& s);
 
-class VolumeService final : public v1::VolumeAdmin::Service, public v1::BlockIo::Service {
+class VolumeService final : public v1::VolumeAdmin::Service,
+                            public v1::BlockIo::WithAsyncMethod_Stream<v1::BlockIo::Service> {
  public:
   VolumeService(Store* store, Metrics* metrics, ServiceLimits limits = {});
 
@@ -61,14 +64,23 @@ class VolumeService final : public v1::VolumeAdmin::Service, public v1::BlockIo:
   grpc::Status ZeroRange(grpc::ServerContext*, const v1::ZeroRangeRequest*,
                          v1::ZeroRangeResponse*) override;
   grpc::Status Flush(grpc::ServerContext*, const v1::FlushRequest*, v1::FlushResponse*) override;
-  grpc::Status Stream(grpc::ServerContext*,
-                      grpc::ServerReaderWriter<v1::CompletionBatch, v1::IoBatch>*) override;
 
- private:
+  // Stream support. ApplyBatch checks the batch against the limits, applies it and fills `out`
+  // (one completion per request, same order); a non-OK result ends the stream with that status.
+  // `ops` is scratch space reused across batches.
+  grpc::Status ApplyBatch(const v1::IoBatch& in, v1::CompletionBatch* out, std::vector<IoOp>* ops);
+
+  // Registry of open streams, so BeginDrain can end idle ones and wait for busy ones.
   struct StreamSlot {
     grpc::ServerContext* ctx;
     bool busy = false;
   };
+  bool AddStream(StreamSlot* s);    // false when draining: end the stream with UNAVAILABLE
+  bool BeginBatch(StreamSlot* s);   // false when draining
+  bool EndBatch(StreamSlot* s);     // false when draining
+  void RemoveStream(StreamSlot* s);
+
+ private:
 
   grpc::Status SubmitOne(IoOp* op);
   void Record(std::span<IoOp> ops, uint64_t latency_ns);

@@ -1,0 +1,116 @@
+#include "backend/stream_server.h"
+
+#include <spdlog/spdlog.h>
+
+namespace unbd::backend {
+namespace {
+
+// One BlockIo.Stream call. It is its own completion-queue tag; `step_` says which operation
+// completed. At most one operation is outstanding at a time, so no locking is needed.
+class StreamCall {
+ public:
+  StreamCall(VolumeService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), rw_(&ctx_), slot_{&ctx_} {
+    service_->RequestStream(&ctx_, &rw_, cq_, cq_, this);
+  }
+
+  // Advances the call after its outstanding operation completed with `ok`.
+  void Proceed(bool ok) {
+    switch (step_) {
+      case Step::kAccept:
+        if (!ok) {  // server shutting down: no call was accepted
+          delete this;
+          return;
+        }
+        new StreamCall(service_, cq_);  // keep one accept outstanding per queue
+        registered_ = service_->AddStream(&slot_);
+        if (!registered_) return Finish(ShuttingDown());
+        return ReadNext();
+      case Step::kRead:
+        if (!ok) return Finish(grpc::Status::OK);  // client half-closed or cancelled
+        return Apply();
+      case Step::kWrite:
+        if (!service_->EndBatch(&slot_)) return Finish(ShuttingDown());
+        if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
+        return ReadNext();
+      case Step::kFinish:
+        if (registered_) service_->RemoveStream(&slot_);
+        spdlog::debug("stream from {} ended", ctx_.peer());
+        delete this;
+        return;
+    }
+  }
+
+ private:
+  enum class Step { kAccept, kRead, kWrite, kFinish };
+
+  static grpc::Status ShuttingDown() {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down");
+  }
+
+  void ReadNext() {
+    step_ = Step::kRead;
+    rw_.Read(&in_, this);
+  }
+
+  void Apply() {
+    if (!service_->BeginBatch(&slot_)) {
+      service_->EndBatch(&slot_);
+      return Finish(ShuttingDown());
+    }
+    grpc::Status s = service_->ApplyBatch(in_, &out_, &ops_);
+    if (!s.ok()) {
+      service_->EndBatch(&slot_);
+      return Finish(s);
+    }
+    step_ = Step::kWrite;
+    rw_.Write(out_, this);
+  }
+
+  void Finish(const grpc::Status& s) {
+    step_ = Step::kFinish;
+    rw_.Finish(s, this);
+  }
+
+  VolumeService* service_;
+  grpc::ServerCompletionQueue* cq_;
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<v1::CompletionBatch, v1::IoBatch> rw_;
+  VolumeService::StreamSlot slot_;
+  bool registered_ = false;
+  Step step_ = Step::kAccept;
+  // Reused across batches so steady-state batches allocate little.
+  v1::IoBatch in_;
+  v1::CompletionBatch out_;
+  std::vector<IoOp> ops_;
+};
+
+}  // namespace
+
+StreamServer::StreamServer(VolumeService* service,
+                           std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs)
+    : service_(service), cqs_(std::move(cqs)) {}
+
+StreamServer::~StreamServer() { Stop(); }
+
+void StreamServer::Start() {
+  for (auto& cq : cqs_) {
+    new StreamCall(service_, cq.get());
+    threads_.emplace_back([this, q = cq.get()] { Run(q); });
+  }
+}
+
+void StreamServer::Stop() {
+  if (threads_.empty()) return;
+  for (auto& cq : cqs_) cq->Shutdown();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void StreamServer::Run(grpc::ServerCompletionQueue* cq) {
+  void* tag;
+  bool ok;
+  while (cq->Next(&tag, &ok)) static_cast<StreamCall*>(tag)->Proceed(ok);
+}
+
+}  // namespace unbd::backend
