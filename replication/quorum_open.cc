@@ -1,0 +1,143 @@
+#include "replication/quorum_open.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <functional>
+#include <thread>
+
+#include "backend/admin_client.h"
+#include "replication/replica_channel.h"
+#include "unbd/v1/io.grpc.pb.h"
+#include "unbd/v1/volume.grpc.pb.h"
+
+namespace unbd::replication {
+namespace {
+
+void SetDeadline(grpc::ClientContext* ctx, std::chrono::milliseconds timeout) {
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+// Runs fn(i) for every replica on its own thread: a dead replica costs one timeout, not N.
+void ForEachParallel(size_t n, const std::function<void(size_t)>& fn) {
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (size_t i = 0; i < n; ++i) threads.emplace_back(fn, i);
+  for (auto& t : threads) t.join();
+}
+
+std::string Describe(const std::vector<ReplicaAddr>& replicas,
+                     const std::vector<ReplicaOpenResult>& results) {
+  std::string out;
+  for (size_t i = 0; i < replicas.size(); ++i) {
+    if (!out.empty()) out += "; ";
+    out += replicas[i].target + ": " +
+           (results[i].status.ok() ? "accepted" : results[i].status.ToString());
+  }
+  return out;
+}
+
+}  // namespace
+
+uint32_t BallotTag(const std::string& client_id) {
+  // FNV-1a folded to the tag width; 0 is reserved for epochs chosen without ballots.
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : client_id) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  uint32_t tag = static_cast<uint32_t>((h ^ (h >> 32)) & ((1u << kBallotTagBits) - 1));
+  return tag == 0 ? 1 : tag;
+}
+
+Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOptions& options,
+                  QuorumOpenResult* out) {
+  *out = QuorumOpenResult{};
+  if (replicas.empty()) return Status::InvalidArgument("quorum open: no replicas");
+  if (options.client_id.empty()) return Status::InvalidArgument("quorum open: empty client id");
+  const size_t n = replicas.size();
+  const size_t need = Majority(n);
+  out->replicas.resize(n);
+  std::vector<std::shared_ptr<grpc::Channel>> channels(n);
+  for (size_t i = 0; i < n; ++i) channels[i] = ReplicaChannel(replicas[i].target);
+
+  // Phase 1: learn the highest epoch a majority has promised. Safety does not depend on it (each
+  // replica refuses a lower epoch by itself); it makes the first proposal likely to win.
+  uint64_t epoch = options.epoch;
+  if (epoch == 0) {
+    ForEachParallel(n, [&](size_t i) {
+      auto stub = v1::VolumeAdmin::NewStub(channels[i]);
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, options.rpc_timeout);
+      v1::StatVolumeRequest req;
+      req.mutable_volume()->set_id(replicas[i].volume_id);
+      v1::StatVolumeResponse resp;
+      Status s = backend::FromGrpc(stub->StatVolume(&ctx, req, &resp));
+      out->replicas[i].status = s;
+      if (s.ok()) out->replicas[i].seen_epoch = resp.volume().epoch();
+    });
+    size_t answered = 0;
+    uint64_t max_epoch = 0;
+    for (const auto& r : out->replicas) {
+      if (!r.status.ok()) continue;
+      ++answered;
+      max_epoch = std::max(max_epoch, r.seen_epoch);
+    }
+    if (answered < need) {
+      return Status::Unavailable("quorum open: only " + std::to_string(answered) + " of " +
+                                 std::to_string(n) + " replicas answered (need " +
+                                 std::to_string(need) + "): " + Describe(replicas, out->replicas));
+    }
+    epoch = MakeBallot(BallotRound(max_epoch) + 1, BallotTag(options.client_id));
+  }
+  out->epoch = epoch;
+
+  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too:
+  // each one that promises is one fewer to bring back later.
+  ForEachParallel(n, [&](size_t i) {
+    auto stub = v1::BlockIo::NewStub(channels[i]);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, options.rpc_timeout);
+    v1::OpenVolumeRequest req;
+    req.set_volume_id(replicas[i].volume_id);
+    req.set_epoch(epoch);
+    req.set_client_id(options.client_id);
+    ReplicaOpenResult& r = out->replicas[i];
+    r.status = backend::FromGrpc(stub->OpenVolume(&ctx, req, &r.response));
+  });
+
+  size_t fenced = 0;
+  std::vector<uint64_t> sizes;
+  for (const auto& r : out->replicas) {
+    if (r.status.ok()) {
+      ++out->accepted;
+      sizes.push_back(r.response.size_bytes());
+    } else if (r.status.code() == Status::Code::kFailedPrecondition) {
+      ++fenced;
+    }
+  }
+  const std::string ctx = "volume open with epoch " + std::to_string(epoch) + " (round " +
+                          std::to_string(BallotRound(epoch)) + ") by \"" + options.client_id +
+                          "\": accepted by " + std::to_string(out->accepted) + " of " +
+                          std::to_string(n) + " replicas (need " + std::to_string(need) + ")";
+  if (out->accepted < need) {
+    const std::string msg = ctx + ": " + Describe(replicas, out->replicas);
+    spdlog::warn("{}", msg);
+    // Fenced if a competing epoch alone stops us; unavailable if missing replicas do.
+    if (fenced > 0 && out->accepted + (n - out->accepted - fenced) < need) {
+      return Status::FailedPrecondition(msg);
+    }
+    return Status::Unavailable(msg);
+  }
+  // Replicas of one volume must agree on its size; metadata reconciliation (replica_meta) will
+  // repair a disagreement, until then refuse rather than serve a volume of uncertain size.
+  if (std::adjacent_find(sizes.begin(), sizes.end(), std::not_equal_to<>()) != sizes.end()) {
+    return Status::FailedPrecondition(
+        ctx + ": replicas disagree on the volume size: " + Describe(replicas, out->replicas));
+  }
+  out->size_bytes = sizes.front();
+  spdlog::info("{}", ctx);
+  return Status::Ok();
+}
+
+}  // namespace unbd::replication

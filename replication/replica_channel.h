@@ -1,0 +1,15 @@
+// The gRPC channel an owner uses to reach one replica. Unlike backend::MakeChannel it retries a
+// lost connection quickly (100 ms, backing off to at most 1 s instead of gRPC's 120 s): a replica
+// that comes back after a crash must be noticed within the quorum wait, not minutes later.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+namespace unbd::replication {
+
+std::shared_ptr<grpc::Channel> ReplicaChannel(const std::string& target);
+
+}  // namespace unbd::replication
