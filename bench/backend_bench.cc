@@ -183,7 +183,8 @@ class UnbdTarget {
   }
 
   Result Run(const std::string& workload, int qd) {
-    const bool write = workload == "randwrite";
+    const bool fua = workload == "fuawrite";
+    const bool write = workload == "randwrite" || fua;
     return RunStreams(cfg_, qd, [&](int si, int depth, Clock::time_point deadline,
                                     StreamStats& st) {
       auto channel = be::MakeChannel(target_, /*own_connection=*/true);
@@ -209,6 +210,7 @@ class UnbdTarget {
             r->set_volume_id(vol_);
             r->set_epoch(1);
             r->set_length(kIo);
+            r->set_fua(fua);
             if (write) r->set_data(payload);
           }
         }
@@ -317,7 +319,8 @@ class InprocTarget {
   }
 
   Result Run(const std::string& workload, int qd) {
-    const bool write = workload == "randwrite";
+    const bool fua = workload == "fuawrite";
+    const bool write = workload == "randwrite" || fua;
     return RunStreams(cfg_, qd, [&](int si, int depth, Clock::time_point deadline,
                                     StreamStats& st) {
       std::mt19937_64 rng(2000 + si);
@@ -333,6 +336,7 @@ class InprocTarget {
           op.epoch = 1;
           op.offset = (rng() % blocks) * kIo;
           op.length = kIo;
+          op.fua = fua;
           op.data = write ? std::string_view(payload) : std::string_view();
           op.read_out = write ? nullptr : &outs[k];
           op.status = Status::Ok();
@@ -409,7 +413,8 @@ class NbdTarget {
   }
 
   Result Run(const std::string& workload, int qd) {
-    const bool write = workload == "randwrite";
+    const bool fua = workload == "fuawrite";
+    const bool write = workload == "randwrite" || fua;
     return RunStreams(cfg_, qd, [&](int si, int depth, Clock::time_point deadline,
                                     StreamStats& st) {
       nbd_handle* h = Connect();
@@ -438,7 +443,8 @@ class NbdTarget {
         start[k] = NowNs();
         const uint64_t off = (rng() % blocks) * kIo;
         nbd_completion_callback c{cb, &slots[k], nullptr};
-        int64_t r = write ? nbd_aio_pwrite(h, bufs[k].data(), kIo, off, c, 0)
+        const uint32_t flags = fua ? LIBNBD_CMD_FLAG_FUA : 0;
+        int64_t r = write ? nbd_aio_pwrite(h, bufs[k].data(), kIo, off, c, flags)
                           : nbd_aio_pread(h, bufs[k].data(), kIo, off, c, 0);
         if (r < 0) st.errors++;
       };
@@ -534,7 +540,8 @@ int main(int argc, char** argv) {
   app.add_option("--batches-in-flight", cfg.batches_in_flight,
                  "unbd: batches each stream keeps in flight (its depth is split among them)")
       ->capture_default_str();
-  app.add_option("--workloads", workloads, "randread,randwrite")->capture_default_str();
+  app.add_option("--workloads", workloads,
+                 "randread,randwrite; also fuawrite (random writes with FUA: durable each)")->capture_default_str();
   app.add_option("--targets", targets, "unbd,inproc,nbd")->capture_default_str();
   app.add_option("--work-dir", cfg.work_dir, "scratch directory (default: a new temp dir)");
   CLI11_PARSE(app, argc, argv);
