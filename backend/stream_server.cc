@@ -1,16 +1,28 @@
 #include "backend/stream_server.h"
 
+#include <thread>
+
+#include <grpc/support/time.h>
+#include <grpcpp/alarm.h>
 #include <spdlog/spdlog.h>
 
 namespace unbd::backend {
 namespace {
 
+// FLUSH and FUA writes wait for a WAL sync.
+bool NeedsWalSync(const v1::IoBatch& batch) {
+  for (const auto& r : batch.requests()) {
+    if (r.op() == v1::OP_FLUSH || r.fua()) return true;
+  }
+  return false;
+}
+
 // One BlockIo.Stream call. It is its own completion-queue tag; `step_` says which operation
 // completed. At most one operation is outstanding at a time, so no locking is needed.
 class StreamCall {
  public:
-  StreamCall(VolumeService* service, grpc::ServerCompletionQueue* cq)
-      : service_(service), cq_(cq), rw_(&ctx_), slot_{&ctx_} {
+  StreamCall(StreamServer* server, VolumeService* service, grpc::ServerCompletionQueue* cq)
+      : server_(server), service_(service), cq_(cq), rw_(&ctx_), slot_{&ctx_} {
     service_->RequestStream(&ctx_, &rw_, cq_, cq_, this);
   }
 
@@ -22,13 +34,15 @@ class StreamCall {
           delete this;
           return;
         }
-        new StreamCall(service_, cq_);  // keep one accept outstanding per queue
+        new StreamCall(server_, service_, cq_);  // keep one accept outstanding per queue
         registered_ = service_->AddStream(&slot_);
         if (!registered_) return Finish(ShuttingDown());
         return ReadNext();
       case Step::kRead:
         if (!ok) return Finish(grpc::Status::OK);  // client half-closed or cancelled
         return Apply();
+      case Step::kApplied:  // the sync worker finished (an alarm set in the past always fires)
+        return SendCompletions();
       case Step::kWrite:
         if (!service_->EndBatch(&slot_)) return Finish(ShuttingDown());
         if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
@@ -42,7 +56,7 @@ class StreamCall {
   }
 
  private:
-  enum class Step { kAccept, kRead, kWrite, kFinish };
+  enum class Step { kAccept, kRead, kApplied, kWrite, kFinish };
 
   static grpc::Status ShuttingDown() {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down");
@@ -58,10 +72,24 @@ class StreamCall {
       service_->EndBatch(&slot_);
       return Finish(ShuttingDown());
     }
-    grpc::Status s = service_->ApplyBatch(in_, &out_, &ops_);
-    if (!s.ok()) {
+    if (NeedsWalSync(in_)) {
+      // Applied off this thread: a WAL sync takes milliseconds, and meanwhile the other streams
+      // on this queue keep running and their FLUSH/FUA batches join the same group commit.
+      step_ = Step::kApplied;
+      server_->RunOffQueue([this] {
+        applied_ = service_->ApplyBatch(in_, &out_, &ops_);
+        applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);  // fires at once
+      });
+      return;
+    }
+    applied_ = service_->ApplyBatch(in_, &out_, &ops_);
+    SendCompletions();
+  }
+
+  void SendCompletions() {
+    if (!applied_.ok()) {
       service_->EndBatch(&slot_);
-      return Finish(s);
+      return Finish(applied_);
     }
     step_ = Step::kWrite;
     rw_.Write(out_, this);
@@ -72,6 +100,7 @@ class StreamCall {
     rw_.Finish(s, this);
   }
 
+  StreamServer* server_;
   VolumeService* service_;
   grpc::ServerCompletionQueue* cq_;
   grpc::ServerContext ctx_;
@@ -83,6 +112,8 @@ class StreamCall {
   v1::IoBatch in_;
   v1::CompletionBatch out_;
   std::vector<IoOp> ops_;
+  grpc::Status applied_;
+  grpc::Alarm applied_alarm_;  // brings a sync worker's result back to this queue's thread
 };
 
 }  // namespace
@@ -95,13 +126,30 @@ StreamServer::~StreamServer() { Stop(); }
 
 void StreamServer::Start() {
   for (auto& cq : cqs_) {
-    new StreamCall(service_, cq.get());
+    new StreamCall(this, service_, cq.get());
     threads_.emplace_back([this, q = cq.get()] { Run(q); });
   }
 }
 
+void StreamServer::RunOffQueue(std::function<void()> work) {
+  {
+    std::lock_guard l(workers_mu_);
+    ++workers_;
+  }
+  std::thread([this, work = std::move(work)] {
+    work();
+    std::lock_guard l(workers_mu_);
+    if (--workers_ == 0) workers_cv_.notify_all();
+  }).detach();
+}
+
 void StreamServer::Stop() {
   if (threads_.empty()) return;
+  {
+    // Workers post to the queues; they must be done before the queues shut down.
+    std::unique_lock l(workers_mu_);
+    workers_cv_.wait(l, [&] { return workers_ == 0; });
+  }
   for (auto& cq : cqs_) cq->Shutdown();
   for (auto& t : threads_) t.join();
   threads_.clear();

@@ -2,13 +2,18 @@
 // lives on one queue and every step — reading a batch, applying it (reads answered inline from
 // RocksDB), writing the completions — runs on that queue's thread: no hand-off between a gRPC
 // poller and a handler thread per message, which is what dominated the sync server's latency.
+// The exception is a batch with FLUSH or FUA: it waits for a WAL sync on a thread of its own, so
+// the queue keeps serving and concurrent syncs from several streams share one group commit.
 //
 //   StreamServer streams(&service, builder.AddCompletionQueue() x N);  // before BuildAndStart
 //   streams.Start();                 // after BuildAndStart
 //   ... service.BeginDrain(); server->Shutdown(); streams.Stop();   // Stop joins the threads
 #pragma once
 
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -24,8 +29,12 @@ class StreamServer {
   ~StreamServer();
 
   void Start();
-  // Call after grpc::Server::Shutdown: shuts the queues down and joins their threads.
+  // Call after grpc::Server::Shutdown: waits for off-queue work, shuts the queues down and joins
+  // their threads.
   void Stop();
+  // Runs `work` on a thread of its own (a batch waiting for a WAL sync); `work` posts its result
+  // back to a queue.
+  void RunOffQueue(std::function<void()> work);
 
  private:
   void Run(grpc::ServerCompletionQueue* cq);
@@ -33,6 +42,9 @@ class StreamServer {
   VolumeService* service_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
   std::vector<std::thread> threads_;
+  std::mutex workers_mu_;
+  std::condition_variable workers_cv_;
+  int workers_ = 0;
 };
 
 }  // namespace unbd::backend
