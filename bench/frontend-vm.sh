@@ -17,18 +17,35 @@ fio_iops() {
 # measure NAME DEV: four workloads, one line per workload in $results
 measure() {
 	local name=$1 dev=$2 rw qd
-	for rw in randread randwrite; do
+	for rw in ${UNBD_BENCH_RW:-randread randwrite}; do
 		for qd in 1 32; do
+			[ -n "${UNBD_BENCH_RW:-}" ] && log "$name $rw qd$qd at $(date +%T)"
 			iops=$(fio_iops "$dev" $rw $qd) || fail "fio on $dev ($name $rw qd$qd) failed"
 			printf '%s\t%s\tqd%s\t%s\n' "$name" "$rw" "$qd" "$iops" | tee -a "$results"
 		done
 	done
+}
+# UNBD_BENCH_ONLY=remote (comma list of null,loop,remote) runs only those sections.
+want() { [ -z "${UNBD_BENCH_ONLY:-}" ] || [[ ",$UNBD_BENCH_ONLY," == *",$1,"* ]]; }
+# settle_backend: waits (up to 120 s) until the backend store has finished every memtable flush it
+# started; prints how long that took.
+settle_backend() {
+	local log=$BACKEND_DIR/db/LOG t0=$SECONDS started finished
+	sleep 2  # a flush triggered by the last prefill write starts shortly after it
+	while [ $((SECONDS - t0)) -lt 120 ]; do
+		started=$(grep -c '"event": "flush_started"' "$log" 2>/dev/null || true)
+		finished=$(grep -c '"event": "flush_finished"' "$log" 2>/dev/null || true)
+		[ "${started:-0}" = "${finished:-0}" ] && break
+		sleep 1
+	done
+	log "backend store settled after $((SECONDS - t0)) s (${finished:-0} memtable flushes)"
 }
 prefill() { fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size=128M --iodepth=4 >/dev/null || fail "prefill $1"; }
 
 load_ublk_driver
 modprobe ext4 2>/dev/null || true
 
+if want null; then
 log "null: unbd null target vs null_blk"
 modprobe null_blk nr_devices=1 queue_mode=2 irqmode=0 submit_queues=1 gb=4 || fail "modprobe null_blk"
 wait_for_blockdev /dev/nullb0
@@ -37,7 +54,9 @@ dev=$(unbd_add -t null -q 1 -s 4G)
 wait_for_blockdev "$dev"
 measure unbd-null "$dev"
 "$UNBD" del -a
+fi
 
+if want loop; then
 log "loop: unbd loop target vs kernel loop (direct I/O), same file on ext4 on brd"
 modprobe loop 2>/dev/null || true
 modprobe brd rd_nr=1 rd_size=$((768 * 1024)) || fail "modprobe brd"
@@ -57,13 +76,22 @@ measure unbd-loop "$dev"
 "$UNBD" del -a
 umount /mnt/bench
 rmmod brd
+fi
 
+if want remote; then
 log "remote: unbd remote target (unbd-server) vs nbd (nbd-server), both on loopback"
 VOLUME_SIZE=512M start_backend
 dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data)
 wait_for_blockdev "$dev"
 prefill "$dev"
+# The prefill fills the store's 128 MiB memtable; its flush to an SST takes ~10 s of a vCPU under
+# TCG and ran during the first read workloads, which made reads look 4-7x slower than the writes
+# measured after it. nbd-server's prefill leaves nothing to do in the background, so wait for it.
+settle_backend
 measure unbd-remote "$dev"
+# When the store's memtable flushes ran, relative to the workloads above (they compete for the CPU).
+grep -h '"event": "flush_started"\|"event": "flush_finished"\|"event": "compaction_finished"' /tmp/backend/db/LOG 2>/dev/null |
+	sed 's/^\([^ ]* [^ ]*\).*"event": "\([a-z_]*\)".*/backend store: \1 \2/' || true
 "$UNBD" del -a
 grep -h "writes, payload" "$UNBD_RUN_DIR"/*.log | tail -1 | sed 's/^/unbd remote write path: /'
 kill "$BACKEND_PID"; wait "$BACKEND_PID" || true
@@ -76,6 +104,7 @@ wait_for_blockdev /dev/nbd0
 prefill /dev/nbd0
 measure nbd /dev/nbd0
 nbd-client -d /dev/nbd0 >/dev/null 2>&1 || true
+fi
 
 # Table: unbd vs peer per workload.
 echo
