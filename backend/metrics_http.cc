@@ -11,48 +11,19 @@
 
 #include <spdlog/spdlog.h>
 
+#include "backend/tcp_listen.h"
+
 namespace unbd::backend {
 
-bool SplitHostPort(const std::string& addr, std::string* host, int* port) {
-  size_t colon = addr.rfind(':');
-  if (colon == std::string::npos || colon + 1 >= addr.size()) return false;
-  *host = addr.substr(0, colon);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  char* end = nullptr;
-  long p = std::strtol(addr.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || p < 0 || p > 65535) return false;
-  *port = static_cast<int>(p);
-  return true;
-}
-
 Status MetricsHttpServer::Start(const std::string& listen) {
-  std::string host;
-  int port;
-  if (!SplitHostPort(listen, &host, &port)) {
-    return Status::InvalidArgument("--metrics-listen " + listen + ": expected HOST:PORT");
-  }
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  const std::string port_str = std::to_string(port);
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &res);
-  if (rc != 0) {
-    return Status::InvalidArgument("--metrics-listen " + listen + ": " + gai_strerror(rc));
-  }
-  fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd_ < 0 || bind(fd_, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd_, 16) != 0) {
-    int err = errno;
-    freeaddrinfo(res);
-    if (fd_ >= 0) close(fd_);
+  Status s = BindTcp(listen, "--metrics-listen", &fd_);
+  if (!s.ok()) return s;
+  if (::listen(fd_, 16) != 0) {
+    s = Status::FromErrno(errno, "cannot listen on " + listen);
+    close(fd_);
     fd_ = -1;
-    return Status::FromErrno(err, "metrics listener " + listen);
+    return s;
   }
-  freeaddrinfo(res);
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);

@@ -31,7 +31,4 @@ class MetricsHttpServer {
   std::thread thread_;
 };
 
-// Splits "host:port" ("[::1]:80" too). Returns false on a malformed address.
-bool SplitHostPort(const std::string& addr, std::string* host, int* port);
-
 }  // namespace unbd::backend

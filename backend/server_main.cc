@@ -27,6 +27,7 @@
 #include "backend/metrics_http.h"
 #include "backend/store.h"
 #include "backend/stream_server.h"
+#include "backend/tcp_listen.h"
 #include "backend/volume_service.h"
 
 namespace {
@@ -38,26 +39,10 @@ using unbd::Status;
 Status ProbeListen(const std::string& listen) {
   std::string host;
   int port;
-  if (!unbd::backend::SplitHostPort(listen, &host, &port)) {
-    return Status::InvalidArgument("--listen " + listen + ": expected HOST:PORT");
-  }
-  if (port == 0) return Status::Ok();
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  const std::string port_str = std::to_string(port);
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &res);
-  if (rc != 0) return Status::InvalidArgument("--listen " + listen + ": " + gai_strerror(rc));
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  Status s;
-  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
-    s = Status::FromErrno(errno, "cannot listen on " + listen);
-  }
-  if (fd >= 0) close(fd);
-  freeaddrinfo(res);
+  if (unbd::backend::SplitHostPort(listen, &host, &port) && port == 0) return Status::Ok();
+  int fd;
+  Status s = unbd::backend::BindTcp(listen, "--listen", &fd);
+  if (s.ok()) close(fd);
   return s;
 }
 

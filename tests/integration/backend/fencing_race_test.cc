@@ -15,17 +15,6 @@ namespace {
 
 constexpr uint64_t kVolBytes = 4ull << 20;
 
-std::string Snapshot(backend::IoClient& io, uint64_t vol, uint64_t epoch) {
-  std::string all;
-  for (uint64_t off = 0; off < kVolBytes; off += 1 << 20) {
-    std::string part;
-    Status s = io.Read(vol, epoch, off, 1 << 20, &part);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    all += part;
-  }
-  return all;
-}
-
 TEST(BackendFencing, NoStaleWriteLandsAfterOpenIsAcknowledged) {
   const std::string dir = TestDir("x");
   ServerProcess server(dir, dir + "/db", {"--test-apply-delay-us", "20000"});
@@ -83,11 +72,11 @@ TEST(BackendFencing, NoStaleWriteLandsAfterOpenIsAcknowledged) {
   while (ok_before < 48) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_TRUE(io.Open(vol, 6, "new-frontend").ok());
   opened = true;
-  const std::string after_open = Snapshot(io, vol, 6);
+  const std::string after_open = ReadVolume(io, vol, 6, kVolBytes);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   stop = true;
   for (auto& w : writers) w.join();
-  const std::string final_state = Snapshot(io, vol, 6);
+  const std::string final_state = ReadVolume(io, vol, 6, kVolBytes);
 
   EXPECT_TRUE(after_open == final_state)
       << "an epoch-5 write landed after OpenVolume(6) was acknowledged";

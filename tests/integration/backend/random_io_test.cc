@@ -11,17 +11,6 @@ namespace {
 constexpr uint64_t kVolBytes = 16ull << 20;
 constexpr uint64_t kBlocks = kVolBytes / 4096;
 
-std::string ReadAll(backend::IoClient& io, uint64_t vol, uint64_t epoch) {
-  std::string all;
-  for (uint64_t off = 0; off < kVolBytes; off += 1 << 20) {
-    std::string part;
-    Status s = io.Read(vol, epoch, off, 1 << 20, &part);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    all += part;
-  }
-  return all;
-}
-
 TEST(BackendRandomIo, MatchesInMemoryModel) {
   const std::string dir = TestDir("x");
   uint64_t vol;
@@ -109,7 +98,7 @@ TEST(BackendRandomIo, MatchesInMemoryModel) {
       }
     }
     EXPECT_GT(reads_checked, 500);
-    EXPECT_EQ(ReadAll(io, vol, 1), model);
+    EXPECT_EQ(ReadVolume(io, vol, 1, kVolBytes), model);
     ASSERT_TRUE(io.Flush(vol, 1).ok());
     // Per-block checksums through the admin call agree with the model too.
     std::vector<uint64_t> sums;
@@ -123,7 +112,7 @@ TEST(BackendRandomIo, MatchesInMemoryModel) {
   ServerProcess again(dir, dir + "/db");
   ASSERT_TRUE(again.started()) << again.log();
   backend::IoClient io(again.target());
-  EXPECT_EQ(ReadAll(io, vol, 1), model) << "data changed across a graceful restart";
+  EXPECT_EQ(ReadVolume(io, vol, 1, kVolBytes), model) << "data changed across a graceful restart";
 }
 
 }  // namespace

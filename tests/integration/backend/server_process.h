@@ -135,6 +135,18 @@ class StreamSession {
   bool finished_ = false;
 };
 
+// The first `bytes` of a volume, read through unary calls in 1 MiB pieces.
+inline std::string ReadVolume(backend::IoClient& io, uint64_t vol, uint64_t epoch, uint64_t bytes) {
+  std::string all;
+  for (uint64_t off = 0; off < bytes; off += 1 << 20) {
+    std::string part;
+    Status s = io.Read(vol, epoch, off, 1 << 20, &part);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    all += part;
+  }
+  return all;
+}
+
 inline v1::IoRequest* AddRequest(v1::IoBatch* b, uint32_t tag, v1::Opcode op, uint64_t vol,
                                  uint64_t epoch, uint64_t off, uint32_t len,
                                  const std::string& data = {}, bool fua = false) {
