@@ -86,6 +86,17 @@ class IoStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   void OnDone(const grpc::Status& s) override;
 
  private:
+  // The queue thread may call Send at any time, but gRPC frees the call right after its last
+  // operation ends; a StartWrite after that touches freed memory. So the call is held open until
+  // no write can start any more (failed_) and none is in flight. Call with mu_ held; returns true
+  // when the caller must RemoveHold() (after unlocking).
+  bool ShouldReleaseHold() {
+    if (!failed_ || writing_ || hold_released_) return false;
+    hold_released_ = true;
+    return true;
+  }
+  void ReadSideEnded();
+
   RemoteHandler* const handler_;
   const uint32_t generation_;
   grpc::ClientContext ctx_;
@@ -94,7 +105,8 @@ class IoStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   std::condition_variable cv_;
   std::deque<grpc::ByteBuffer> writes_;
   bool writing_ = false;
-  bool failed_ = false;
+  bool failed_ = false;  // no more writes: the call is over or broken
+  bool hold_released_ = false;
   bool done_ = false;
   Clock::time_point done_at_;
 };
@@ -450,6 +462,7 @@ IoStream::IoStream(RemoteHandler* handler, grpc::GenericStub* stub, uint32_t gen
 }
 
 void IoStream::Start() {
+  AddHold();
   StartRead(&incoming_);
   StartCall();
 }
@@ -465,23 +478,39 @@ void IoStream::Send(grpc::ByteBuffer batch) {
 }
 
 void IoStream::OnWriteDone(bool ok) {
-  std::lock_guard<std::mutex> l(mu_);
-  writes_.pop_front();
-  if (!ok) {
+  bool release;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    writes_.pop_front();
+    if (!ok) {
+      failed_ = true;
+      writing_ = false;
+      writes_.clear();
+    } else if (writes_.empty()) {
+      writing_ = false;
+    } else {
+      StartWrite(&writes_.front());
+    }
+    release = ShouldReleaseHold();
+  }
+  if (release) RemoveHold();
+}
+
+void IoStream::ReadSideEnded() {
+  bool release;
+  {
+    std::lock_guard<std::mutex> l(mu_);
     failed_ = true;
-    writing_ = false;
-    writes_.clear();
-    return;
+    release = ShouldReleaseHold();
   }
-  if (writes_.empty()) {
-    writing_ = false;
-  } else {
-    StartWrite(&writes_.front());
-  }
+  if (release) RemoveHold();
 }
 
 void IoStream::OnReadDone(bool ok) {
-  if (!ok) return;  // the stream is over; OnDone follows
+  if (!ok) {
+    ReadSideEnded();  // the stream is over; OnDone follows once the hold is released
+    return;
+  }
   grpc::ProtoBufferReader reader(&incoming_);
   google::protobuf::io::CodedInputStream in(&reader);
   bool malformed = false;
@@ -536,6 +565,7 @@ void IoStream::OnReadDone(bool ok) {
   if (malformed) {
     spdlog::error("malformed CompletionBatch from the backend; dropping the stream");
     Cancel();
+    ReadSideEnded();
     return;
   }
   StartRead(&incoming_);
