@@ -55,11 +55,17 @@ AdminClient::AdminClient(std::shared_ptr<grpc::Channel> channel)
     : stub_(v1::VolumeAdmin::NewStub(channel)) {}
 
 Status AdminClient::Create(const std::string& name, uint64_t size_bytes, v1::Volume* out) {
+  return Create(name, size_bytes, "", out);
+}
+
+Status AdminClient::Create(const std::string& name, uint64_t size_bytes,
+                           const std::string& replica_uuid, v1::Volume* out) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   v1::CreateVolumeRequest req;
   req.set_name(name);
   req.set_size_bytes(size_bytes);
+  req.set_replica_uuid(replica_uuid);
   v1::CreateVolumeResponse resp;
   Status s = FromGrpc(stub_->CreateVolume(&ctx, req, &resp));
   if (s.ok() && out) *out = resp.volume();
@@ -153,7 +159,7 @@ Status IoClient::Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint3
 }
 
 Status IoClient::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
-                       bool fua) {
+                       bool fua, uint32_t out_mask) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   v1::WriteRequest req;
@@ -161,13 +167,14 @@ Status IoClient::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std:
   req.set_epoch(epoch);
   req.set_offset(offset);
   req.set_fua(fua);
+  req.set_out_mask(out_mask);
   req.set_data(std::string(data));
   v1::WriteResponse resp;
   return FromGrpc(stub_->Write(&ctx, req, &resp));
 }
 
 Status IoClient::ZeroRange(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length,
-                           bool discard, bool fua) {
+                           bool discard, bool fua, uint32_t out_mask) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   v1::ZeroRangeRequest req;
@@ -177,6 +184,7 @@ Status IoClient::ZeroRange(uint64_t volume_id, uint64_t epoch, uint64_t offset, 
   req.set_length(length);
   req.set_discard(discard);
   req.set_fua(fua);
+  req.set_out_mask(out_mask);
   v1::ZeroRangeResponse resp;
   return FromGrpc(stub_->ZeroRange(&ctx, req, &resp));
 }
@@ -189,6 +197,59 @@ Status IoClient::Flush(uint64_t volume_id, uint64_t epoch) {
   req.set_epoch(epoch);
   v1::FlushResponse resp;
   return FromGrpc(stub_->Flush(&ctx, req, &resp));
+}
+
+ReplicationClient::ReplicationClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::Replication::NewStub(channel)) {}
+
+Status ReplicationClient::PutMeta(uint64_t volume_id, uint64_t epoch,
+                                  const v1::ReplicaSetMeta& meta) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  v1::PutReplicaMetaRequest req;
+  req.set_volume_id(volume_id);
+  req.set_epoch(epoch);
+  *req.mutable_meta() = meta;
+  v1::PutReplicaMetaResponse resp;
+  return FromGrpc(stub_->PutReplicaMeta(&ctx, req, &resp));
+}
+
+Status ReplicationClient::GetDirty(uint64_t volume_id, uint32_t set, bool counts_only,
+                                   v1::GetDirtyRegionsResponse* out) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  v1::GetDirtyRegionsRequest req;
+  req.set_volume_id(volume_id);
+  req.set_set(set);
+  req.set_counts_only(counts_only);
+  return FromGrpc(stub_->GetDirtyRegions(&ctx, req, out));
+}
+
+Status ReplicationClient::MarkDirty(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                                    const std::vector<uint64_t>& regions) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  v1::MarkDirtyRegionsRequest req;
+  req.set_volume_id(volume_id);
+  req.set_epoch(epoch);
+  req.set_set(set);
+  for (uint64_t r : regions) req.add_regions(r);
+  v1::MarkDirtyRegionsResponse resp;
+  return FromGrpc(stub_->MarkDirtyRegions(&ctx, req, &resp));
+}
+
+Status ReplicationClient::ClearDirty(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                                     const std::vector<uint64_t>& regions, bool all) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  v1::ClearDirtyRegionsRequest req;
+  req.set_volume_id(volume_id);
+  req.set_epoch(epoch);
+  req.set_set(set);
+  for (uint64_t r : regions) req.add_regions(r);
+  req.set_all(all);
+  v1::ClearDirtyRegionsResponse resp;
+  return FromGrpc(stub_->ClearDirtyRegions(&ctx, req, &resp));
 }
 
 }  // namespace unbd::backend

@@ -1,5 +1,5 @@
-// Clients of unbd-server for tools and tests: AdminClient (VolumeAdmin) and IoClient (BlockIo
-// unary calls). Both return unbd::Status with the server's code and message. The frontend's
+// Clients of unbd-server for tools and tests: AdminClient (VolumeAdmin), IoClient (BlockIo
+// unary calls) and ReplicationClient (Replication). Both return unbd::Status with the server's code and message. The frontend's
 // high-throughput path uses the BlockIo stream directly (proto/unbd/v1/io.proto, io_frame.h).
 #pragma once
 
@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "unbd/v1/io.grpc.pb.h"
+#include "unbd/v1/replication.grpc.pb.h"
 #include "unbd/v1/volume.grpc.pb.h"
 
 namespace unbd::backend {
@@ -31,6 +32,9 @@ class AdminClient {
   explicit AdminClient(const std::string& target) : AdminClient(MakeChannel(target)) {}
 
   Status Create(const std::string& name, uint64_t size_bytes, v1::Volume* out);
+  // A replica of a replicated volume: `replica_uuid` names this copy (1-64 of [A-Za-z0-9-]).
+  Status Create(const std::string& name, uint64_t size_bytes, const std::string& replica_uuid,
+                v1::Volume* out);
   Status Delete(const v1::VolumeRef& ref);
   Status List(std::vector<v1::Volume>* out);
   Status Stat(const v1::VolumeRef& ref, v1::Volume* out);
@@ -51,16 +55,35 @@ class IoClient {
               v1::OpenVolumeResponse* out = nullptr);
   Status Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
               std::string* out);
+  // out_mask: replicated volumes, see IoRequest.out_mask.
   Status Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
-               bool fua = false);
+               bool fua = false, uint32_t out_mask = 0);
   Status ZeroRange(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length,
-                   bool discard, bool fua = false);
+                   bool discard, bool fua = false, uint32_t out_mask = 0);
   Status Flush(uint64_t volume_id, uint64_t epoch);
 
   v1::BlockIo::Stub* stub() { return stub_.get(); }
 
  private:
   std::unique_ptr<v1::BlockIo::Stub> stub_;
+};
+
+class ReplicationClient {
+ public:
+  explicit ReplicationClient(std::shared_ptr<grpc::Channel> channel);
+  explicit ReplicationClient(const std::string& target) : ReplicationClient(MakeChannel(target)) {}
+
+  Status PutMeta(uint64_t volume_id, uint64_t epoch, const v1::ReplicaSetMeta& meta);
+  Status GetDirty(uint64_t volume_id, uint32_t set, bool counts_only,
+                  v1::GetDirtyRegionsResponse* out);
+  Status MarkDirty(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                   const std::vector<uint64_t>& regions);
+  // all: clear the whole set (regions ignored).
+  Status ClearDirty(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                    const std::vector<uint64_t>& regions, bool all = false);
+
+ private:
+  std::unique_ptr<v1::Replication::Stub> stub_;
 };
 
 }  // namespace unbd::backend

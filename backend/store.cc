@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backend/key_codec.h"
+#include "replication/dirty_regions.h"
 
 namespace unbd::backend {
 namespace {
@@ -57,6 +58,19 @@ bool IsWriteOp(v1::Opcode op) {
   return op == v1::OP_WRITE || op == v1::OP_DISCARD || op == v1::OP_WRITE_ZEROES;
 }
 
+bool ValidReplicaUuid(const std::string& uuid) {
+  if (uuid.empty() || uuid.size() > 64) return false;
+  for (char c : uuid) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
+  }
+  return true;
+}
+
+std::string PairStr(uint64_t epoch, uint64_t version) {
+  return "(written_epoch " + std::to_string(epoch) + ", config_version " +
+         std::to_string(version) + ")";
+}
+
 }  // namespace
 
 uint64_t BlockChecksum(std::string_view block) {
@@ -74,6 +88,10 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
   fs::create_directories(options.dir, ec);
   if (ec) {
     return Status::IoError("data directory " + options.dir + ": cannot create: " + ec.message());
+  }
+  if (options.region_bytes < 4096 || (options.region_bytes & (options.region_bytes - 1)) != 0) {
+    return Status::InvalidArgument("region size " + std::to_string(options.region_bytes) +
+                                   " is not a power of two >= 4096");
   }
   // RocksDB's own error for a read-only directory is obscure; probe first.
   const std::string probe = options.dir + "/.unbd-write-probe";
@@ -130,6 +148,13 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
   std::unique_ptr<Store> store(new Store(options, db, std::move(handles)));
   Status ls = store->LoadVolumes();
   if (!ls.ok()) return ls;
+  // Marks live next to the volume records: both are small and rarely written.
+  ls = replication::DirtyRegions::Open(db, store->meta_cf_, options.region_bytes, &store->dirty_);
+  if (ls.code() == Status::Code::kFailedPrecondition) {
+    return Status::FailedPrecondition("data directory " + options.dir + ": " + ls.message() +
+                                      " (start with the --region-bytes it was created with)");
+  }
+  if (!ls.ok()) return Status::IoError("data directory " + options.dir + ": " + ls.message());
   *out = std::move(store);
   return Status::Ok();
 }
@@ -143,6 +168,7 @@ Store::Store(StoreOptions options, rocksdb::DB* db, std::vector<rocksdb::ColumnF
       syncer_([this] { return FromRocks(db_->FlushWAL(/*sync=*/true), "WAL sync"); }) {}
 
 Store::~Store() {
+  dirty_.reset();
   Status s = syncer_.Sync();
   if (!s.ok()) spdlog::error("closing store: {}", s.ToString());
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
@@ -199,10 +225,14 @@ Status Store::PutMetaSynced(const v1::Volume& meta, bool new_name) {
 }
 
 Status Store::CreateVolume(const std::string& name, uint64_t size_bytes, uint32_t block_size,
-                           v1::Volume* out) {
+                           const std::string& replica_uuid, v1::Volume* out) {
   if (!ValidName(name)) {
     return Status::InvalidArgument("volume name \"" + name +
                                    "\": must be 1-128 characters of [A-Za-z0-9._-]");
+  }
+  if (!replica_uuid.empty() && !ValidReplicaUuid(replica_uuid)) {
+    return Status::InvalidArgument("volume \"" + name + "\": replica uuid \"" + replica_uuid +
+                                   "\" must be 1-64 characters of [A-Za-z0-9-]");
   }
   if (block_size == 0) block_size = kBlockSize;
   if (block_size != kBlockSize) {
@@ -230,6 +260,7 @@ Status Store::CreateVolume(const std::string& name, uint64_t size_bytes, uint32_
   v->meta.set_size_bytes(size_bytes);
   v->meta.set_block_size(block_size);
   v->meta.set_created_unix_ms(NowUnixMs());
+  v->meta.set_replica_uuid(replica_uuid);
   Status s = PutMetaSynced(v->meta, /*new_name=*/true);
   if (!s.ok()) return s;
   *out = v->meta;
@@ -237,7 +268,8 @@ Status Store::CreateVolume(const std::string& name, uint64_t size_bytes, uint32_
     std::unique_lock l(volumes_mu_);
     volumes_[v->id] = v;
   }
-  spdlog::info("created volume {} \"{}\" size {}", v->id, name, size_bytes);
+  spdlog::info("created volume {} \"{}\" size {}{}", v->id, name, size_bytes,
+               replica_uuid.empty() ? "" : " replica " + replica_uuid);
   return Status::Ok();
 }
 
@@ -250,8 +282,13 @@ Status Store::DeleteVolume(uint64_t volume_id) {
   wb.DeleteRange(data_cf_, DataKey(volume_id, 0), DataKey(volume_id + 1, 0));
   wb.Delete(meta_cf_, VolumeMetaKey(volume_id));
   wb.Delete(meta_cf_, VolumeNameKey(v->meta.name()));
+  // The dirty-region marks go in the same batch (no orphaned marks after a crash); DropVolume
+  // below forgets them in memory.
+  wb.DeleteRange(meta_cf_, replication::DirtyRegionKey({volume_id, 0, 0}),
+                 replication::DirtyRegionKey({volume_id + 1, 0, 0}));
   Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(volume_id) + ": delete");
   if (s.ok()) s = syncer_.Sync();
+  if (s.ok()) s = dirty_->DropVolume(volume_id);
   if (!s.ok()) return s;
   v->deleted = true;
   {
@@ -370,6 +407,144 @@ Status Store::OpenVolume(uint64_t volume_id, uint64_t epoch, const std::string& 
   return Status::Ok();
 }
 
+Status Store::FindReplica(uint64_t volume_id, std::shared_ptr<VolumeState>* out) {
+  *out = FindVolume(volume_id);
+  if (!*out) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  return Status::Ok();
+}
+
+Status Store::CheckSet(const VolumeState& v, uint32_t set) const {
+  if (v.meta.replica_uuid().empty()) {
+    return Status::FailedPrecondition(VolumeCtx(v.id) +
+                                      " is not a replica (created without a replica uuid)");
+  }
+  const int n = v.meta.replica_set().replicas_size();
+  const uint32_t replicas = n > 0 ? static_cast<uint32_t>(n) : kMaxReplicas;
+  if (set > replicas) {
+    return Status::InvalidArgument(VolumeCtx(v.id) + ": dirty set " + std::to_string(set) +
+                                   " does not exist (sets are 0 = unstable and 1.." +
+                                   std::to_string(replicas) + " = one per replica)");
+  }
+  return Status::Ok();
+}
+
+Status Store::CheckRegions(const VolumeState& v, uint32_t set,
+                           const std::vector<uint64_t>& regions) const {
+  Status s = CheckSet(v, set);
+  if (!s.ok()) return s;
+  const uint64_t rb = dirty_->region_bytes();
+  const uint64_t count = (v.meta.size_bytes() + rb - 1) / rb;
+  for (uint64_t r : regions) {
+    if (r >= count) {
+      return Status::OutOfRange(VolumeCtx(v.id) + " dirty set " + std::to_string(set) +
+                                ": region " + std::to_string(r) + " is past the end (" +
+                                std::to_string(count) + " regions of " + std::to_string(rb) +
+                                " bytes)");
+    }
+  }
+  return Status::Ok();
+}
+
+Status Store::PutReplicaMeta(uint64_t volume_id, uint64_t epoch, const v1::ReplicaSetMeta& meta) {
+  std::shared_ptr<VolumeState> v;
+  Status s = FindReplica(volume_id, &v);
+  if (!s.ok()) return s;
+  if (meta.replicas_size() > static_cast<int>(kMaxReplicas)) {
+    return Status::InvalidArgument(VolumeCtx(volume_id) + ": replica set of " +
+                                   std::to_string(meta.replicas_size()) + " replicas (at most " +
+                                   std::to_string(kMaxReplicas) + ")");
+  }
+  // Exclusive: the data path reads the replica set (out_mask bounds) under the shared fence.
+  std::lock_guard fence(v->fence);
+  if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  s = CheckSet(*v, 0);
+  if (!s.ok()) return s;
+  s = CheckEpoch(*v, epoch);
+  if (!s.ok()) return s;
+  if (meta.written_epoch() != epoch) {
+    return Status::FailedPrecondition(VolumeCtx(volume_id) + ": replica metadata written_epoch " +
+                                      std::to_string(meta.written_epoch()) +
+                                      " differs from the request's epoch " +
+                                      std::to_string(epoch));
+  }
+  const v1::ReplicaSetMeta& cur = v->meta.replica_set();
+  const auto have = std::make_pair(cur.written_epoch(), cur.config_version());
+  const auto want = std::make_pair(meta.written_epoch(), meta.config_version());
+  if (want == have && v->meta.has_replica_set()) {
+    std::string a, b;
+    cur.SerializeToString(&a);
+    meta.SerializeToString(&b);
+    if (a == b) return Status::Ok();  // a retry of the stored version
+    return Status::FailedPrecondition(VolumeCtx(volume_id) + ": replica metadata " +
+                                      PairStr(want.first, want.second) +
+                                      " is already stored with different content");
+  }
+  if (want <= have) {
+    return Status::FailedPrecondition(VolumeCtx(volume_id) + ": replica metadata " +
+                                      PairStr(want.first, want.second) +
+                                      " is not newer than the stored " +
+                                      PairStr(have.first, have.second));
+  }
+  v1::Volume updated = v->meta;
+  *updated.mutable_replica_set() = meta;
+  s = PutMetaSynced(updated, false);
+  if (!s.ok()) return s;
+  v->meta = std::move(updated);
+  spdlog::info("volume {}: replica metadata {} stored ({} replicas)", volume_id,
+               PairStr(want.first, want.second), meta.replicas_size());
+  return Status::Ok();
+}
+
+Status Store::MarkDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                               const std::vector<uint64_t>& regions) {
+  std::shared_ptr<VolumeState> v;
+  Status s = FindReplica(volume_id, &v);
+  if (!s.ok()) return s;
+  // Shared, like a data write: atomic with OpenVolume, concurrent with the data path.
+  std::shared_lock fence(v->fence);
+  if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  s = CheckRegions(*v, set, regions);
+  if (s.ok()) s = CheckEpoch(*v, epoch);
+  if (s.ok()) s = dirty_->MarkRegions(volume_id, set, regions);
+  return s;
+}
+
+Status Store::ClearDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                                const std::vector<uint64_t>& regions, bool all) {
+  std::shared_ptr<VolumeState> v;
+  Status s = FindReplica(volume_id, &v);
+  if (!s.ok()) return s;
+  std::shared_lock fence(v->fence);
+  if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  s = CheckRegions(*v, set, all ? std::vector<uint64_t>{} : regions);
+  if (s.ok()) s = CheckEpoch(*v, epoch);
+  if (!s.ok()) return s;
+  // No region can be past the end (marks are range-checked and volumes only grow).
+  return all ? dirty_->Clear(volume_id, set, 0, ~0ull) : dirty_->ClearRegions(volume_id, set, regions);
+}
+
+Status Store::GetDirtyRegions(uint64_t volume_id, uint32_t set, bool counts_only,
+                              v1::GetDirtyRegionsResponse* out) {
+  auto v = FindVolume(volume_id);
+  if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  if (set > kMaxReplicas) {
+    return Status::InvalidArgument(VolumeCtx(volume_id) + ": dirty set " + std::to_string(set) +
+                                   " does not exist (at most " + std::to_string(kMaxReplicas) +
+                                   " replicas)");
+  }
+  out->Clear();
+  out->set_region_bytes(dirty_->region_bytes());
+  for (uint32_t s : dirty_->Sets(volume_id)) {
+    v1::RegionSetCount* c = out->add_counts();
+    c->set_set(s);
+    c->set_regions(dirty_->Count(volume_id, s));
+  }
+  if (!counts_only) {
+    for (uint64_t r : dirty_->Regions(volume_id, set)) out->add_regions(r);
+  }
+  return Status::Ok();
+}
+
 Status Store::BlockChecksums(uint64_t volume_id, uint64_t start_block, uint32_t count,
                              std::vector<uint64_t>* out) {
   auto v = FindVolume(volume_id);
@@ -443,6 +618,25 @@ Status Store::CheckRange(const VolumeState& v, const IoOp& op) const {
   return Status::Ok();
 }
 
+Status Store::CheckOutMask(const VolumeState& v, const IoOp& op) const {
+  if (v.meta.replica_uuid().empty()) {
+    return Status::InvalidArgument(OpCtx(op) + ": out_mask " + std::to_string(op.out_mask) +
+                                   " on a volume that is not a replica (created without a "
+                                   "replica uuid)");
+  }
+  // Before the owner stored the replica set, any replica index of the largest set is plausible.
+  const int n = v.meta.replica_set().replicas_size();
+  const uint32_t limit = n > 0 ? static_cast<uint32_t>(n) : kMaxReplicas;
+  if (limit < 32 && (op.out_mask >> limit) != 0) {
+    return Status::InvalidArgument(OpCtx(op) + ": out_mask " + std::to_string(op.out_mask) +
+                                   " names a replica >= " + std::to_string(limit) +
+                                   (n > 0 ? " (the replica set has " + std::to_string(n) +
+                                                " replicas)"
+                                          : std::string(" (the largest replica set)")));
+  }
+  return Status::Ok();
+}
+
 Status Store::CheckEpoch(const VolumeState& v, uint64_t epoch) const {
   const uint64_t cur = v.meta.epoch();
   if (epoch == cur && cur != 0) return Status::Ok();
@@ -493,19 +687,44 @@ void Store::ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sy
   thread_local std::vector<rocksdb::PinnableSlice> values;
   thread_local std::vector<rocksdb::Status> statuses;
   thread_local std::vector<IoOp*> writes;
+  thread_local std::vector<replication::RegionKey> fresh_marks;
   wb.Clear();
   writes.clear();
+  fresh_marks.clear();
   size_t read_blocks = 0;
 
   std::shared_lock fence(v.fence);
+  // Read under the fence: the uuid is fixed at create, the replica set changes exclusively.
+  const bool replicated = !v.meta.replica_uuid().empty();
   for (IoOp* op : ops) {
     if (v.deleted) {
       op->status = Status::NotFound(VolumeCtx(v.id) + ": no such volume");
       continue;
     }
     op->status = CheckRange(v, *op);
-    if (op->status.ok()) op->status = CheckEpoch(v, op->epoch);
+    if (op->status.ok() && (op->out_mask != 0) && IsWriteOp(op->op)) {
+      op->status = CheckOutMask(v, *op);
+    }
+    if (op->status.ok()) {
+      op->status = CheckEpoch(v, op->epoch);
+      if (!op->status.ok()) op->current_epoch = v.meta.epoch();
+    }
     if (!op->status.ok()) continue;
+    if (replicated && IsWriteOp(op->op)) {
+      // The marks ride in the data's batch: exactly as durable as the write they describe.
+      Status m = dirty_->PrepareMark(v.id, replication::kUnstableSet, op->offset, op->length, &wb,
+                                     &fresh_marks);
+      for (uint32_t p = 0; m.ok() && p < kMaxReplicas; ++p) {
+        if (op->out_mask & (1u << p)) {
+          m = dirty_->PrepareMark(v.id, replication::PeerSet(p), op->offset, op->length, &wb,
+                                  &fresh_marks);
+        }
+      }
+      if (!m.ok()) {
+        op->status = m;
+        continue;
+      }
+    }
     const uint64_t first = op->offset / kBlockSize, n = op->length / kBlockSize;
     char key[kDataKeyBytes], end_key[kDataKeyBytes];
     switch (op->op) {
@@ -547,6 +766,8 @@ void Store::ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sy
     rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &wb);
     if (!s.ok()) {
       for (IoOp* op : writes) op->status = Status::IoError(OpCtx(*op) + ": write: " + s.ToString());
+    } else if (!fresh_marks.empty()) {
+      dirty_->Published(fresh_marks);
     }
   }
 

@@ -11,6 +11,11 @@
 //  * Writes are idempotent (whole-block puts / range deletes).
 //  * Plain writes are volatile (RocksDB WAL kept in a user-space buffer: manual_wal_flush); FLUSH
 //    and FUA ops return only after a group-committed WAL sync (backend/wal_syncer.h).
+//  * Replicated volumes (created with a replica uuid; docs/replication.md): every WRITE / DISCARD /
+//    WRITE_ZEROES records its regions in the unstable set and in PeerSet(p) for each bit p of its
+//    out_mask, in the same RocksDB batch as the data (replication/dirty_regions.h), so a mark is
+//    exactly as durable as its data. The replica metadata (ReplicaSetMeta) is kept in the volume's
+//    record. Plain volumes skip all of it.
 // Thread-safe. Errors carry the volume and offset.
 #pragma once
 
@@ -28,6 +33,7 @@
 #include "backend/wal_syncer.h"
 #include "common/status.h"
 #include "unbd/v1/io.pb.h"
+#include "unbd/v1/replication.pb.h"
 #include "unbd/v1/volume.pb.h"
 
 namespace rocksdb {
@@ -35,9 +41,15 @@ class DB;
 class ColumnFamilyHandle;
 }  // namespace rocksdb
 
+namespace unbd::replication {
+class DirtyRegions;
+}  // namespace unbd::replication
+
 namespace unbd::backend {
 
 inline constexpr uint32_t kBlockSize = 4096;
+// Largest replica set (docs/replication.md): out_mask bits and dirty sets beyond it are refused.
+inline constexpr uint32_t kMaxReplicas = 5;
 
 struct StoreLimits {
   uint32_t max_io_bytes = 1u << 20;          // READ / WRITE
@@ -48,6 +60,9 @@ struct StoreOptions {
   std::string dir;
   StoreLimits limits;
   size_t block_cache_bytes = 512ull << 20;
+  // Dirty-region granularity for replicated volumes: a power of two >= 4096, fixed per data
+  // directory (Open fails if the directory was created with another size).
+  uint64_t region_bytes = 1ull << 20;
   // Test-only fault injection: sleep this long between the epoch check and the apply of a write
   // (inside the fence), widening the window a broken fence would expose.
   uint32_t test_apply_delay_us = 0;
@@ -61,9 +76,11 @@ struct IoOp {
   uint64_t epoch = 0;
   uint64_t offset = 0;
   uint64_t length = 0;
-  std::string_view data;            // WRITE payload
+  std::string_view data = {};       // WRITE payload
   std::string* read_out = nullptr;  // READ destination, resized to `length`
-  Status status;
+  uint32_t out_mask = 0;            // replicated volumes: replicas that are out (IoRequest.out_mask)
+  Status status = {};
+  uint64_t current_epoch = 0;       // set when the epoch check failed: the volume's epoch
 };
 
 class Store {
@@ -77,7 +94,13 @@ class Store {
 
   // Admin.
   Status CreateVolume(const std::string& name, uint64_t size_bytes, uint32_t block_size,
-                      v1::Volume* out);
+                      v1::Volume* out) {
+    return CreateVolume(name, size_bytes, block_size, "", out);
+  }
+  // replica_uuid: empty (a plain volume) or 1-64 chars of [A-Za-z0-9-] (a replica of a
+  // replicated volume: its writes are tracked in dirty-region sets).
+  Status CreateVolume(const std::string& name, uint64_t size_bytes, uint32_t block_size,
+                      const std::string& replica_uuid, v1::Volume* out);
   Status DeleteVolume(uint64_t volume_id);
   Status ListVolumes(std::vector<v1::Volume>* out);
   Status StatVolume(uint64_t volume_id, v1::Volume* out);
@@ -89,6 +112,24 @@ class Store {
   // Claims the volume for writer generation `epoch`; durable before it returns.
   Status OpenVolume(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
                     v1::Volume* out);
+
+  // Replication (proto/unbd/v1/replication.proto). The state-changing calls need the volume's
+  // current epoch, are checked and applied atomically with OpenVolume, and are synced before they
+  // return. Only replicated volumes accept them (FAILED_PRECONDITION otherwise).
+  //  PutReplicaMeta: stored iff meta.written_epoch == epoch == current epoch and
+  //    (written_epoch, config_version) > the stored pair; an identical retry is OK.
+  Status PutReplicaMeta(uint64_t volume_id, uint64_t epoch, const v1::ReplicaSetMeta& meta);
+  //  Mark / Clear regions of one set (0 = unstable, p+1 = PeerSet(p)); each region must be
+  //  < ceil(size / region_bytes). Clear: the caller guarantees no write to those regions is in
+  //  flight (DirtyRegions::Clear's contract); all=true clears the whole set.
+  Status MarkDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                          const std::vector<uint64_t>& regions);
+  Status ClearDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                           const std::vector<uint64_t>& regions, bool all);
+  //  Unfenced read: counts of every non-empty set, and the regions of `set` unless counts_only.
+  Status GetDirtyRegions(uint64_t volume_id, uint32_t set, bool counts_only,
+                         v1::GetDirtyRegionsResponse* out);
+  uint64_t region_bytes() const { return options_.region_bytes; }
 
   // Data path: applies a batch; every op gets its own status. Writes of one volume in the batch
   // are applied as one atomic RocksDB write; reads use MultiGet. If any successful op in the batch
@@ -115,6 +156,12 @@ class Store {
   Status PutMetaSynced(const v1::Volume& meta, bool new_name);
   Status CheckRange(const VolumeState& v, const IoOp& op) const;
   Status CheckEpoch(const VolumeState& v, uint64_t epoch) const;
+  Status CheckOutMask(const VolumeState& v, const IoOp& op) const;
+  Status CheckSet(const VolumeState& v, uint32_t set) const;
+  Status CheckRegions(const VolumeState& v, uint32_t set,
+                      const std::vector<uint64_t>& regions) const;
+  // FindVolume, as a NOT_FOUND status.
+  Status FindReplica(uint64_t volume_id, std::shared_ptr<VolumeState>* out);
   void ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sync);
 
   StoreOptions options_;
@@ -123,6 +170,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* meta_cf_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   WalSyncer syncer_;
+  std::unique_ptr<replication::DirtyRegions> dirty_;
 
   std::mutex admin_mu_;  // serializes create/delete/resize (name uniqueness, id allocation)
   std::shared_mutex volumes_mu_;

@@ -104,8 +104,8 @@ grpc::Status VolumeService::SubmitOne(IoOp* op) {
 
 grpc::Status VolumeService::CreateVolume(grpc::ServerContext*, const v1::CreateVolumeRequest* req,
                                          v1::CreateVolumeResponse* resp) {
-  return ToGrpc(
-      store_->CreateVolume(req->name(), req->size_bytes(), req->block_size(), resp->mutable_volume()));
+  return ToGrpc(store_->CreateVolume(req->name(), req->size_bytes(), req->block_size(),
+                                     req->replica_uuid(), resp->mutable_volume()));
 }
 
 grpc::Status VolumeService::DeleteVolume(grpc::ServerContext*, const v1::DeleteVolumeRequest* req,
@@ -164,6 +164,8 @@ grpc::Status VolumeService::OpenVolume(grpc::ServerContext*, const v1::OpenVolum
   resp->set_block_size(vol.block_size());
   resp->set_epoch(vol.epoch());
   *resp->mutable_limits() = Limits();
+  if (vol.has_replica_set()) *resp->mutable_replica_set() = vol.replica_set();
+  resp->set_replica_uuid(vol.replica_uuid());
   return grpc::Status::OK;
 }
 
@@ -195,6 +197,7 @@ grpc::Status VolumeService::Write(grpc::ServerContext*, const v1::WriteRequest* 
   op.offset = req->offset();
   op.length = req->data().size();
   op.data = req->data();
+  op.out_mask = req->out_mask();
   return SubmitOne(&op);
 }
 
@@ -207,6 +210,7 @@ grpc::Status VolumeService::ZeroRange(grpc::ServerContext*, const v1::ZeroRangeR
   op.epoch = req->epoch();
   op.offset = req->offset();
   op.length = req->length();
+  op.out_mask = req->out_mask();
   return SubmitOne(&op);
 }
 
@@ -282,7 +286,9 @@ grpc::Status VolumeService::ApplyBatch(const v1::IoBatch& in, v1::CompletionBatc
     op.length = r.length();
     op.data = r.data();
     op.read_out = r.op() == v1::OP_READ ? c->mutable_data() : nullptr;
+    op.out_mask = r.out_mask();
     op.status = Status::Ok();
+    op.current_epoch = 0;
   }
   store_->SubmitBatch(*ops);
   for (int i = 0; i < n; ++i) {
@@ -292,6 +298,9 @@ grpc::Status VolumeService::ApplyBatch(const v1::IoBatch& in, v1::CompletionBatc
       c->set_code(static_cast<int32_t>(ToGrpcCode(op.status.code())));
       c->set_message(op.status.message());
       c->clear_data();
+      if (op.status.code() == Status::Code::kFailedPrecondition) {
+        c->set_current_epoch(op.current_epoch);
+      }
     }
   }
   Record(*ops, NowNs() - start);

@@ -200,6 +200,24 @@ Status DirtyRegions::Clear(uint64_t volume_id, uint32_t set, uint64_t first_regi
   return Status::Ok();
 }
 
+Status DirtyRegions::ClearRegions(uint64_t volume_id, uint32_t set,
+                                  const std::vector<uint64_t>& regions) {
+  if (regions.empty()) return Status::Ok();
+  rocksdb::WriteBatch batch;
+  for (uint64_t r : regions) batch.Delete(cf_, DirtyRegionKey({volume_id, set, r}));
+  // Held across the synced write for the same reason as in Clear.
+  std::lock_guard lock(mu_);
+  Status s = WriteSynced(&batch, Ctx(volume_id, set) + ": clear " +
+                                     std::to_string(regions.size()) + " region(s)");
+  if (!s.ok()) return s;
+  auto it = dirty_.find({volume_id, set});
+  if (it != dirty_.end()) {
+    for (uint64_t r : regions) it->second.erase(r);
+    if (it->second.empty()) dirty_.erase(it);
+  }
+  return Status::Ok();
+}
+
 Status DirtyRegions::DropVolume(uint64_t volume_id) {
   rocksdb::WriteBatch batch;
   batch.DeleteRange(cf_, VolumeSetPrefix(volume_id, 0), VolumeSetPrefix(volume_id + 1, 0));

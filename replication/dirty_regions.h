@@ -76,6 +76,8 @@ class DirtyRegions {
   // those regions is between PrepareMark and Published while Clear runs (the resync copier and
   // the flush path order themselves after such writes); marks prepared after Clear began survive.
   Status Clear(uint64_t volume_id, uint32_t set, uint64_t first_region, uint64_t end_region);
+  // Clears the listed regions of a set in one synced write (same caller contract as Clear).
+  Status ClearRegions(uint64_t volume_id, uint32_t set, const std::vector<uint64_t>& regions);
   // Removes every set of a volume (volume deleted, or a full rebuild starts over).
   Status DropVolume(uint64_t volume_id);
 

@@ -54,5 +54,45 @@ TEST(IoFrame, HandEncodedBatchParsesAsIoBatch) {
   }
 }
 
+// Byte for byte what protobuf itself produces, out_mask included (written only when non-zero,
+// between `length` and `data`).
+TEST(IoFrame, HeaderWithOutMaskMatchesProtobufSerialization) {
+  for (uint32_t out_mask : {0u, 1u, 0b10110u, ~0u}) {
+    for (v1::Opcode op : {v1::OP_WRITE, v1::OP_DISCARD, v1::OP_WRITE_ZEROES}) {
+      IoRequestHeader h;
+      h.tag = 300;
+      h.op = op;
+      h.fua = true;
+      h.volume_id = 42;
+      h.epoch = (7ull << 16) | 0xbeef;
+      h.offset = 1ull << 33;
+      h.length = 8192;
+      h.out_mask = out_mask;
+      const std::string payload = op == v1::OP_WRITE ? std::string(8192, 'w') : std::string();
+      char buf[kMaxIoRequestHeaderBytes];
+      std::string wire(buf, EncodeIoRequestHeader(h, buf));
+      wire += payload;
+
+      v1::IoBatch batch;
+      v1::IoRequest* r = batch.add_requests();
+      r->set_tag(h.tag);
+      r->set_op(h.op);
+      r->set_fua(h.fua);
+      r->set_volume_id(h.volume_id);
+      r->set_epoch(h.epoch);
+      r->set_offset(h.offset);
+      r->set_length(h.length);
+      r->set_out_mask(out_mask);
+      r->set_data(payload);
+      std::string expected;
+      ASSERT_TRUE(batch.SerializeToString(&expected));
+      EXPECT_EQ(wire, expected) << "op " << op << " out_mask " << out_mask;
+      v1::IoBatch parsed;
+      ASSERT_TRUE(parsed.ParseFromString(wire));
+      EXPECT_EQ(parsed.requests(0).out_mask(), out_mask);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace unbd::backend

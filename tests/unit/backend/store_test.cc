@@ -284,10 +284,13 @@ TEST_F(StoreTest, FlushedWritesSurviveReopenAndBatchesMix) {
   uint64_t v = NewVolume("a", 1 << 20);
   std::vector<IoOp> ops(4);
   std::string d1 = Pattern('1', 8192), d2 = Pattern('2', 4096), out;
-  ops[0] = {v1::OP_WRITE, false, v, 1, 0, d1.size(), d1, nullptr, {}};
-  ops[1] = {v1::OP_WRITE, true, v, 1, 65536, d2.size(), d2, nullptr, {}};
-  ops[2] = {v1::OP_READ, false, v, 1, 4096, 8192, {}, &out, {}};
-  ops[3] = {v1::OP_FLUSH, false, v, 1, 0, 0, {}, nullptr, {}};
+  ops[0] = {.op = v1::OP_WRITE, .volume_id = v, .epoch = 1, .offset = 0, .length = d1.size(),
+            .data = d1};
+  ops[1] = {.op = v1::OP_WRITE, .fua = true, .volume_id = v, .epoch = 1, .offset = 65536,
+            .length = d2.size(), .data = d2};
+  ops[2] = {.op = v1::OP_READ, .volume_id = v, .epoch = 1, .offset = 4096, .length = 8192,
+            .read_out = &out};
+  ops[3] = {.op = v1::OP_FLUSH, .volume_id = v, .epoch = 1};
   const uint64_t syncs = store_->syncs_done();
   store_->SubmitBatch(ops);
   for (auto& o : ops) EXPECT_TRUE(o.status.ok()) << o.status.ToString();

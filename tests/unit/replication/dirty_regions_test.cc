@@ -137,6 +137,21 @@ TEST_F(DirtyRegionsTest, ClearRangeAndDropVolume) {
   EXPECT_EQ(regions_->Regions(6, PeerSet(1)), (Regions{2}));
 }
 
+TEST_F(DirtyRegionsTest, ClearListedRegionsOnly) {
+  ASSERT_TRUE(OpenRegions(4096).ok());
+  ASSERT_TRUE(regions_->MarkRegions(5, PeerSet(0), {1, 2, 3, 9}).ok());
+  ASSERT_TRUE(regions_->MarkRegions(5, PeerSet(2), {2}).ok());
+  ASSERT_TRUE(regions_->ClearRegions(5, PeerSet(0), {2, 9, 40}).ok());  // 40 was never dirty
+  EXPECT_EQ(regions_->Regions(5, PeerSet(0)), (Regions{1, 3}));
+  EXPECT_EQ(regions_->Regions(5, PeerSet(2)), (Regions{2}));
+  Restart(4096);
+  EXPECT_EQ(regions_->Regions(5, PeerSet(0)), (Regions{1, 3}));
+  ASSERT_TRUE(regions_->ClearRegions(5, PeerSet(0), {1, 3}).ok());
+  EXPECT_EQ(regions_->Sets(5), (std::vector<uint32_t>{PeerSet(2)}));
+  Restart(4096);
+  EXPECT_TRUE(regions_->Regions(5, PeerSet(0)).empty());
+}
+
 TEST_F(DirtyRegionsTest, RefusesADifferentRegionSize) {
   ASSERT_TRUE(OpenRegions(64 << 10).ok());
   ASSERT_TRUE(regions_->Mark(1, 0, 0, 4096).ok());
