@@ -558,7 +558,11 @@ void IoStream::OnReadDone(bool ok) {
       malformed = true;
       break;
     }
-    if (code != 0 && !message.empty()) spdlog::debug("tag {}: {}", tag, message);
+    if (code != 0) {
+      // The queue thread logs the failed request; only this thread has the backend's reason.
+      if (Retryable(static_cast<int>(code))) spdlog::debug("tag {:#x}: backend answered {}: {}", tag, code, message);
+      else spdlog::error("tag {:#x}: backend answered {}: {}", tag, code, message.empty() ? "(no message)" : message);
+    }
     handler_->StreamCompletion(tag, static_cast<int>(code));
   }
   incoming_.Clear();

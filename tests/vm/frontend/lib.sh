@@ -45,5 +45,10 @@ start_backend() {
 		fail "volume create failed"
 	log "unbd-server pid $BACKEND_PID at $UNBD_SERVER, volume vol0"
 }
-save_backend_log() { cp "$BACKEND_DIR/server.log" "$UNBD_VM_OUT/" 2>/dev/null || true; }
+save_backend_log() {
+	[ -d "$BACKEND_DIR" ] || return 0
+	cp "$BACKEND_DIR/server.log" "$UNBD_VM_OUT/" 2>/dev/null || true
+	# The store lives on the guest's tmpfs: how full it got explains an I/O error from the backend.
+	{ df -h /tmp; du -sh "$BACKEND_DIR/db"; free -m; } >"$UNBD_VM_OUT/backend-space.txt" 2>&1 || true
+}
 trap "save_logs; save_backend_log" EXIT
