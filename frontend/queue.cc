@@ -19,17 +19,17 @@ constexpr uint64_t kKindEventfd = 3;
 uint64_t UserData(uint64_t kind, uint16_t tag) { return static_cast<uint64_t>(tag) | (kind << 16); }
 }  // namespace
 
-Queue::Queue(int queue_id, Device* device, Target* target, const cpu_set_t* affinity)
+Queue::Queue(int queue_id, const ublksrv_ctrl_dev_info& info, Target* target, const cpu_set_t* affinity)
     : q_(queue_id),
-      device_(device),
+      info_(info),
       target_(target),
-      depth_(device->info().queue_depth),
+      depth_(info.queue_depth),
       have_affinity_(affinity != nullptr),
-      completions_(2u * device->info().queue_depth + 64),
+      completions_(2u * info.queue_depth + 64),
       state_(depth_, TagState::kIdle),
       data_buf_(depth_, nullptr) {
   if (affinity) affinity_ = *affinity;
-  need_get_data_ = (device->info().flags & UBLK_F_NEED_GET_DATA) != 0;
+  need_get_data_ = (info.flags & UBLK_F_NEED_GET_DATA) != 0;
 }
 
 Queue::~Queue() {
@@ -38,14 +38,25 @@ Queue::~Queue() {
   if (ring_ok_) io_uring_queue_exit(&ring_);
 }
 
-std::future<Status> Queue::Start() {
-  std::promise<Status> ready;
-  auto fut = ready.get_future();
-  thread_ = std::thread([this, p = std::move(ready)]() mutable { Run(std::move(p)); });
+std::future<Status> Queue::Prepare() {
+  std::promise<Status> prepared;
+  auto fut = prepared.get_future();
+  thread_ = std::thread([this, p = std::move(prepared)]() mutable { Run(std::move(p)); });
+  return fut;
+}
+
+std::future<Status> Queue::Fetch(Device* device) {
+  auto fut = fetched_.get_future();
+  device_given_ = true;
+  device_promise_.set_value(device);
   return fut;
 }
 
 void Queue::Join() {
+  if (!device_given_) {
+    device_given_ = true;
+    device_promise_.set_value(nullptr);  // a thread still waiting for Fetch ends
+  }
   if (thread_.joinable()) thread_.join();
 }
 
@@ -65,25 +76,35 @@ Status Queue::Setup() {
   if (r < 0) return Status::FromErrno(-r, "queue " + std::to_string(q_) + ": io_uring_queue_init");
   ring_ok_ = true;
 
-  Status s = buffers_.Allocate(depth_, device_->info().max_io_buf_bytes);
+  Status s = buffers_.Allocate(depth_, info_.max_io_buf_bytes);
   if (!s.ok()) return s;
   s = target_->CreateQueueHandler(this, &handler_);
   if (!s.ok()) return s;
-
   ArmEventfd();
-  for (uint16_t tag = 0; tag < depth_; ++tag) {
-    PostIoCmd(UBLK_IO_FETCH_REQ, tag, 0, buffers_.at(tag));
-  }
-  r = io_uring_submit(&ring_);
-  if (r < 0) return Status::FromErrno(-r, "queue " + std::to_string(q_) + ": submit FETCH_REQ");
   return Status::Ok();
 }
 
-void Queue::Run(std::promise<Status> ready) {
+Status Queue::PostFetches() {
+  for (uint16_t tag = 0; tag < depth_; ++tag) {
+    PostIoCmd(UBLK_IO_FETCH_REQ, tag, 0, buffers_.at(tag));
+  }
+  int r = io_uring_submit(&ring_);
+  if (r < 0) return Status::FromErrno(-r, "queue " + std::to_string(q_) + ": submit FETCH_REQ");
+  fetched_at_ = std::chrono::steady_clock::now();
+  return Status::Ok();
+}
+
+void Queue::Run(std::promise<Status> prepared) {
   Status s = Setup();
-  bool ok = s.ok();
-  ready.set_value(std::move(s));
-  if (ok) Loop();
+  prepared.set_value(s);
+  if (s.ok()) {
+    device_ = device_promise_.get_future().get();
+    s = device_ ? PostFetches() : Status::Aborted("queue " + std::to_string(q_) + ": abandoned before FETCH");
+  }
+  const bool serve = s.ok();
+  fetched_.set_value(std::move(s));
+  if (serve) Loop();
+  else if (handler_) handler_->Stop();  // e.g. connected streams of a recovery that gave up
   finished_.store(true, std::memory_order_release);
 }
 
@@ -201,6 +222,12 @@ void Queue::Complete(uint16_t tag, int result) {
     return;
   }
   if (result < 0) stats_.errors.fetch_add(1, std::memory_order_relaxed);
+  if (!first_completion_logged_) {
+    // How long a (re)started daemon takes to serve its first request: the end of a recovery.
+    first_completion_logged_ = true;
+    spdlog::info("queue {}: first request (tag {}) served {:.1f} ms after FETCH", q_, tag,
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fetched_at_).count());
+  }
   // The kernel copies READ data from the address passed with the commit; it is the buffer the
   // request was served from. Later writes (without NEED_GET_DATA) land in the tag's own buffer.
   // Without NEED_GET_DATA that is always the tag's own buffer, where the next write lands.

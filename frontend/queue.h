@@ -1,5 +1,7 @@
-// Queue: one ublk hardware queue served by one thread with its own io_uring. The thread posts a
-// FETCH_REQ per tag, hands each request the driver delivers to the target's QueueHandler, answers
+// Queue: one ublk hardware queue served by one thread with its own io_uring. Start in two steps so
+// that all the slow set-up (ring, buffers, the target's handler, e.g. a remote stream's connection)
+// happens before the driver step that needs the device (recovery waits for it): Prepare(), then
+// Fetch(device) once /dev/ublkcN is open. The thread then posts a FETCH_REQ per tag, hands each request the driver delivers to the target's QueueHandler, answers
 // UBLK_IO_RES_NEED_GET_DATA with the buffer the handler chooses, and commits every result with
 // COMMIT_AND_FETCH_REQ exactly once. Completions from other threads arrive through a per-queue
 // CompletionQueue whose eventfd is read on the same ring. The thread ends when the driver has
@@ -9,6 +11,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <future>
 #include <memory>
@@ -32,12 +35,14 @@ struct QueueStats {
 
 class Queue final : public QueueContext {
  public:
-  Queue(int queue_id, Device* device, Target* target, const cpu_set_t* affinity);
+  Queue(int queue_id, const ublksrv_ctrl_dev_info& info, Target* target, const cpu_set_t* affinity);
   ~Queue() override;
 
-  // Starts the thread; the future resolves once every tag's FETCH_REQ has been submitted (or the
-  // setup failed).
-  std::future<Status> Start();
+  // Starts the thread; the future resolves once the ring, buffers and handler are ready.
+  std::future<Status> Prepare();
+  // After Prepare() resolved OK: the future resolves once every tag's FETCH_REQ has been
+  // submitted on `device`. A null device (or never calling Fetch) ends the thread instead.
+  std::future<Status> Fetch(Device* device);
   void Join();
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   const QueueStats& stats() const { return stats_; }
@@ -53,8 +58,9 @@ class Queue final : public QueueContext {
  private:
   enum class TagState : uint8_t { kIdle, kInKernel, kGetData, kOwned, kDead };
 
-  void Run(std::promise<Status> ready);
+  void Run(std::promise<Status> prepared);
   Status Setup();
+  Status PostFetches();
   void Loop();
   void HandleCqe(const io_uring_cqe* cqe);
   void OnIoCmd(uint16_t tag, int res);
@@ -63,7 +69,8 @@ class Queue final : public QueueContext {
   void ArmEventfd();
 
   const int q_;
-  Device* const device_;
+  const ublksrv_ctrl_dev_info info_;
+  Device* device_ = nullptr;  // set by Fetch, before the thread touches it
   Target* const target_;
   const uint16_t depth_;
   cpu_set_t affinity_;
@@ -81,6 +88,11 @@ class Queue final : public QueueContext {
   bool need_get_data_ = false;
 
   QueueStats stats_;
+  std::promise<Device*> device_promise_;
+  bool device_given_ = false;
+  std::promise<Status> fetched_;
+  bool first_completion_logged_ = false;
+  std::chrono::steady_clock::time_point fetched_at_;
   std::atomic<bool> finished_{false};
   std::thread thread_;
 };
