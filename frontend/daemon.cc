@@ -132,6 +132,7 @@ class Daemon {
     if (!s.ok()) return Fail(s);
     state_.daemon_pid = getpid();
     state_.epoch = target_->epoch();
+    state_.volume_id = target_->volume_id();
     s = SaveDeviceState(state_);
     if (!s.ok()) return Fail(s);
     spdlog::info("device {} LIVE: /dev/ublkb{} ({}), {} queues x {} tags, flags 0x{}", state_.dev_id, state_.dev_id,
@@ -165,7 +166,7 @@ class Daemon {
     // target (for a remote volume this takes the new epoch, fencing anything the dead daemon still
     // has in flight before this incarnation serves a single request), then set up the queues,
     // including their streams' connections. Only FETCH has to wait for START_USER_RECOVERY.
-    s = CreateTarget(state_.config, &target_);
+    s = CreateTarget(state_.config, &target_, TargetHint{state_.volume_id, state_.epoch});
     if (!s.ok()) return s;
     const auto t_target = Clock::now();
     s = PrepareQueues(info);
@@ -203,6 +204,7 @@ class Daemon {
     const auto t_live = Clock::now();
     state_.daemon_pid = getpid();
     state_.epoch = target_->epoch();
+    state_.volume_id = target_->volume_id();
     state_.recoveries++;
     s = SaveDeviceState(state_);
     if (!s.ok()) return s;

@@ -24,6 +24,7 @@ nlohmann::json ToJson(const DeviceState& s) {
   return {{"dev_id", s.dev_id},
           {"daemon_pid", s.daemon_pid},
           {"epoch", s.epoch},
+          {"volume_id", s.volume_id},
           {"recoveries", s.recoveries},
           {"config", ToJson(s.config)}};
 }
@@ -34,6 +35,7 @@ Status FromJson(const nlohmann::json& j, DeviceState* out) {
     s.dev_id = j.at("dev_id").get<int>();
     s.daemon_pid = j.at("daemon_pid").get<pid_t>();
     s.epoch = j.at("epoch").get<uint64_t>();
+    s.volume_id = j.value("volume_id", uint64_t{0});  // absent in files written before it existed
     s.recoveries = j.at("recoveries").get<uint32_t>();
     Status st = FromJson(j.at("config"), &s.config);
     if (!st.ok()) return st;

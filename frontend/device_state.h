@@ -16,7 +16,8 @@ namespace unbd::frontend {
 struct DeviceState {
   int dev_id = -1;
   pid_t daemon_pid = 0;
-  uint64_t epoch = 0;  // remote target only
+  uint64_t epoch = 0;      // remote target only
+  uint64_t volume_id = 0;  // remote target only; with `epoch`, lets recovery skip looking the volume up
   uint32_t recoveries = 0;
   DeviceConfig config;
 };

@@ -13,7 +13,7 @@ uint64_t TargetUserData(uint16_t tag, uint8_t sub) {
   return static_cast<uint64_t>(tag) | (2ull << 16) | (static_cast<uint64_t>(sub) << 24);
 }
 
-Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out) {
+Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint) {
   switch (config.target) {
     case TargetType::kNull:
       return CreateNullTarget(config, out);
@@ -21,8 +21,9 @@ Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out) {
       return CreateLoopTarget(config, out);
     case TargetType::kRemote:
 #ifdef UNBD_HAVE_REMOTE
-      return CreateRemoteTarget(config, out);
+      return CreateRemoteTarget(config, out, hint);
 #else
+      (void)hint;
       return Status::FailedPrecondition("this unbd was built without the remote target (no proto/)");
 #endif
   }

@@ -72,12 +72,21 @@ class Target {
   virtual Status CreateQueueHandler(QueueContext* ctx, std::unique_ptr<QueueHandler>* out) = 0;
   // One line for `unbd list`, e.g. "loop file=/var/lib/disk.img direct_io=1".
   virtual std::string Describe() const = 0;
-  // Remote: the epoch this incarnation opened the volume with (0 for local targets).
+  // Remote: the epoch this incarnation opened the volume with and the volume's id (0 for local
+  // targets).
   virtual uint64_t epoch() const { return 0; }
+  virtual uint64_t volume_id() const { return 0; }
+};
+
+// What the previous incarnation knew (recovery): a remote target first tries to open volume
+// `volume_id` at `epoch + 1` directly, saving the lookup on the way back to serving I/O.
+struct TargetHint {
+  uint64_t volume_id = 0;
+  uint64_t epoch = 0;
 };
 
 // Opens the target named by `config` (checks the file, connects to the backend, ...).
-Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out);
+Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint = {});
 
 // Parameters every device starts from: block sizes, max I/O, volatile cache + FUA, discard.
 ublk_params BaseParams(const DeviceConfig& config, uint64_t size_bytes);

@@ -585,22 +585,32 @@ void IoStream::OnDone(const grpc::Status& s) {
 
 // ---- RemoteTarget ----
 
-Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out) {
+Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out, const TargetHint& hint) {
   std::unique_ptr<RemoteTarget> t(new RemoteTarget());
   t->config_ = config;
   // Tests and benchmarks ask the daemon to prove the zero-copy write path on every batch.
   t->verify_zero_copy_ = std::getenv("UNBD_VERIFY_ZERO_COPY") != nullptr;
+  const auto t0 = Clock::now();
   auto channel = backend::MakeChannel(config.server);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)))
     return Status::Unavailable("unbd-server at " + config.server + " is unreachable");
+  const auto t_connected = Clock::now();
   backend::AdminClient admin(channel);
   backend::IoClient io(channel);
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
   const std::string client_id = std::string(host) + "/unbd-pid-" + std::to_string(getpid());
   v1::OpenVolumeResponse opened;
-  Status s;
-  for (int attempt = 0; attempt < 10; ++attempt) {
+  Status s = Status::FailedPrecondition("not opened yet");
+  int lookups = 0;
+  // A recovering daemon knows the volume and the epoch its predecessor held: one round trip.
+  // Refused (someone opened the volume since, or it is another volume now): look it up.
+  if (hint.volume_id != 0) {
+    s = io.Open(hint.volume_id, hint.epoch + 1, client_id, &opened);
+    if (s.ok() && opened.name() != config.volume) s = Status::FailedPrecondition("volume id reused");
+  }
+  for (int attempt = 0; !s.ok() && attempt < 10; ++attempt) {
+    ++lookups;
     v1::VolumeRef ref;
     ref.set_name(config.volume);
     v1::Volume vol;
@@ -613,10 +623,10 @@ Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarg
     }
     // A new epoch above anything the volume has seen fences every earlier writer (invariant 2).
     s = io.Open(vol.id(), vol.epoch() + 1, client_id, &opened);
-    if (s.ok()) break;
-    if (s.code() != Status::Code::kFailedPrecondition) return s;  // lost a race: stat again
+    if (!s.ok() && s.code() != Status::Code::kFailedPrecondition) return s;  // else lost a race: stat again
   }
   if (!s.ok()) return s;
+  const auto t_opened = Clock::now();
   t->volume_id_ = opened.volume_id();
   t->epoch_ = opened.epoch();
   t->size_ = opened.size_bytes();
@@ -627,8 +637,11 @@ Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarg
   t->max_discard_bytes_ = lim.max_discard_bytes() ? lim.max_discard_bytes() : (64u << 20);
   if (opened.block_size() != 4096 && opened.block_size() != 0)
     return Status::FailedPrecondition("volume '" + config.volume + "' has block size " + std::to_string(opened.block_size()));
-  spdlog::info("remote target: volume '{}' (id {}) on {}: {} bytes, epoch {}", config.volume, t->volume_id_, config.server,
-               t->size_, t->epoch_);
+  using ms = std::chrono::duration<double, std::milli>;
+  spdlog::info("remote target: volume '{}' (id {}) on {}: {} bytes, epoch {} (connected in {:.1f} ms, opened in {:.1f} ms, "
+               "{} lookups)",
+               config.volume, t->volume_id_, config.server, t->size_, t->epoch_, ms(t_connected - t0).count(),
+               ms(t_opened - t_connected).count(), lookups);
   *out = std::move(t);
   return Status::Ok();
 }
@@ -678,9 +691,9 @@ void RemoteTarget::CollectStats(RemoteStats* out) const {
   }
 }
 
-Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out) {
+Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint) {
   std::unique_ptr<RemoteTarget> t;
-  Status s = RemoteTarget::Open(config, &t);
+  Status s = RemoteTarget::Open(config, &t, hint);
   if (!s.ok()) return s;
   *out = std::move(t);
   return Status::Ok();

@@ -32,8 +32,9 @@ struct RemoteStats {
 
 class RemoteTarget : public Target {
  public:
-  // Connects to config.server, finds config.volume and opens it with a new epoch.
-  static Status Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out);
+  // Connects to config.server, finds config.volume and opens it with a new epoch (with a hint:
+  // tries hint.epoch + 1 on hint.volume_id first, and looks the volume up only if that is refused).
+  static Status Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out, const TargetHint& hint = {});
   ~RemoteTarget() override;
 
   uint64_t size_bytes() const override { return size_; }
@@ -41,7 +42,7 @@ class RemoteTarget : public Target {
   Status CreateQueueHandler(QueueContext* ctx, std::unique_ptr<QueueHandler>* out) override;
   std::string Describe() const override;
   uint64_t epoch() const override { return epoch_; }
-  uint64_t volume_id() const { return volume_id_; }
+  uint64_t volume_id() const override { return volume_id_; }
 
   // Tests and benchmarks: check every batch's payload slices point at our buffers.
   void set_verify_zero_copy(bool on) { verify_zero_copy_ = on; }
@@ -65,6 +66,6 @@ class RemoteTarget : public Target {
   std::vector<std::shared_ptr<RemoteStats>> stats_;
 };
 
-Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out);
+Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint = {});
 
 }  // namespace unbd::frontend
