@@ -41,31 +41,35 @@ rm -f /tmp/stop-fio
 fio_pid=$!
 sleep 3
 
-# What a cycle's figure is made of besides the recovery itself (under load, with fio running):
-# starting the unbd binary, and a probe read plus its timestamp on a live device.
-t0=$(date +%s%N)
+# The figure: a probe process, started before the first kill so that no process start-up (slow
+# under TCG) falls inside the measured interval, reads one block at a time with O_DIRECT and logs
+# when each read was issued and completed (microseconds). A cycle's figure is the completion of the
+# read that waited longest across the kill, minus the kill's time.
+python3 "$UNBD_REPO/tests/vm/frontend/probe.py" "$dev" /tmp/probe.log &
+probe_pid=$!
+wait_until 30 test -s /tmp/probe.log || fail "the probe did not start"
+now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
+t0=$(now_us)
 "$UNBD" list -n "$id" --json >/dev/null
-t1=$(date +%s%N)
-dd if="$dev" of=/dev/null bs=4k count=1 skip=$((RANDOM * 4)) iflag=direct status=none && t2=$(date +%s%N)
-log "baseline: unbd start-up + list $(((t1 - t0) / 1000000)) ms, probe read on the live device $(((t2 - t1) / 1000000)) ms"
+log "baseline: unbd start-up + list $((($(now_us) - t0) / 1000)) ms (under load)"
 prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
 times=()
 for ((c = 1; c <= cycles; c++)); do
 	pid=$(daemon_pid "$id")
 	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
-	t0=$(date +%s%N)
+	kill -0 "$probe_pid" 2>/dev/null || fail "the probe died before cycle $c"
+	t0=$(now_us)
 	kill -9 "$pid"
-	# A probe read issued right after the kill completes only once the new daemon serves it.
-	(dd if="$dev" of=/dev/null bs=4k count=1 skip=$((RANDOM * 4)) iflag=direct status=none &&
-		date +%s%N >/tmp/probe-done) &
-	probe=$!
 	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(cat /tmp/recover.out)"
-	wait "$probe" || fail "probe read failed in cycle $c"
-	t1=$(cat /tmp/probe-done)
-	ms=$(((t1 - t0) / 1000000))
+	t1=$(now_us)
+	# Wait for a read issued after `recover` returned to complete: the stalled one is done by then.
+	wait_until 30 awk -v t="$t1" '$1 >= t { found = 1 } END { exit !found }' /tmp/probe.log ||
+		fail "no probe read completed after recovery $c"
+	ms=$(awk -v t0="$t0" -v t1="$t1" '$2 > t0 && $1 < t1 && $2 - $1 >= worst { worst = $2 - $1; done = $2 }
+		END { printf "%d", (done - t0) / 1000 }' /tmp/probe.log)
 	times+=("$ms")
 	epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
-	log "cycle $c: kill -9 $pid -> I/O completes again after $ms ms; $(cat /tmp/recover.out); epoch $epoch"
+	log "cycle $c: kill -9 $pid -> I/O completes again after $ms ms (recover returned after $(((t1 - t0) / 1000)) ms); $(cat /tmp/recover.out); epoch $epoch"
 	if [ "$target" = remote ]; then
 		[ "$epoch" -gt "$prev_epoch" ] || fail "epoch did not increase: $prev_epoch -> $epoch"
 	fi
@@ -73,8 +77,12 @@ for ((c = 1; c <= cycles; c++)); do
 	is_state "$id" LIVE || fail "device not LIVE after recovery $c"
 	sleep 2
 done
-log "kill -> I/O resumed (ms): ${times[*]}"
+kill "$probe_pid"
+cp /tmp/probe.log "$UNBD_VM_OUT/"
+median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+log "kill -> I/O resumed (ms): ${times[*]}; median $median ms"
 echo "${times[*]}" >"$UNBD_VM_OUT/recovery-ms.txt"
+grep -h "recovered (#\|first request" "$UNBD_RUN_DIR"/*.log >"$UNBD_VM_OUT/recovery-phases.txt" || true
 
 touch /tmp/stop-fio
 wait "$fio_pid" || fail "a fio run failed (see fio-recover-*.txt)"
