@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   std::string port_file;
   uint32_t test_apply_delay_us = 0;
   uint64_t region_bytes = 1ull << 20;
+  std::string hold_writes_file;
   // Half the cores: gRPC's epoll1 poller is shared by all queues, so every extra queue thread
   // adds wake-up hand-offs (QD1 p50 on 2 cores: 36 us with one thread, 58 us with two), while
   // RocksDB's background jobs and the kernel's TCP work need the remaining cores anyway.
@@ -92,6 +93,12 @@ int main(int argc, char** argv) {
         }
         return "";
       });
+  app.add_option("--test-hold-writes-file", hold_writes_file,
+                 "TEST HOOK, never in production: a WRITE/DISCARD/WRITE_ZEROES (unary or stream) "
+                 "whose epoch equals the decimal number in this file waits before its fencing "
+                 "check while the file exists with that number (polled every 10 ms), then is "
+                 "fenced and applied as usual; a stream's whole batch waits, other streams, "
+                 "volumes, epochs and OpenVolume are not held");
   app.add_option("--test-apply-delay-us", test_apply_delay_us,
                  "fault injection for tests: delay between fencing check and apply")
       ->group("");
@@ -134,6 +141,10 @@ int main(int argc, char** argv) {
 
   unbd::backend::VolumeService service(store.get(), &metrics);
   unbd::backend::ReplicationService replication(store.get());
+  if (!hold_writes_file.empty()) {
+    spdlog::warn("test hook on: writes are held while {} names their epoch", hold_writes_file);
+    service.SetTestHoldWritesFile(hold_writes_file);
+  }
   const auto limits = service.Limits();
   grpc::ServerBuilder builder;
   int port = 0;

@@ -72,6 +72,19 @@ class StreamCall {
       service_->EndBatch(&slot_);
       return Finish(ShuttingDown());
     }
+    if (service_->holds_writes() && service_->HoldsBatch(in_)) {
+      // Test hook (--test-hold-writes-file): the batch waits on a thread of its own, exactly like
+      // a batch waiting for a WAL sync, and comes back through the alarm. Sleeping here would
+      // stall every stream of this completion queue; a timer re-armed on the queue every 10 ms
+      // would work too but adds a state to this call for a test-only path.
+      step_ = Step::kApplied;
+      server_->RunOffQueue([this] {
+        service_->WaitWhileHeld([this] { return service_->HoldsBatch(in_); });
+        applied_ = service_->ApplyBatch(in_, &out_, &ops_);
+        applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);
+      });
+      return;
+    }
     if (NeedsWalSync(in_)) {
       // Applied off this thread: a WAL sync takes milliseconds, and meanwhile the other streams
       // on this queue keep running and their FLUSH/FUA batches join the same group commit.

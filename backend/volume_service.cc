@@ -1,6 +1,8 @@
 #include "backend/volume_service.h"
 
 #include <chrono>
+#include <fstream>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -91,6 +93,41 @@ void VolumeService::Record(std::span<IoOp> ops, uint64_t latency_ns) {
     }
     m->latency[k].Observe(latency_ns);
   }
+}
+
+bool VolumeService::HoldsEpoch(uint64_t epoch) {
+  {
+    std::lock_guard l(streams_mu_);
+    if (draining_) return false;
+  }
+  std::ifstream f(hold_writes_file_);
+  uint64_t held = 0;
+  return f && (f >> held) && held == epoch;
+}
+
+bool VolumeService::HoldsBatch(const v1::IoBatch& batch) {
+  for (const auto& r : batch.requests()) {
+    const auto op = r.op();
+    const bool write = op == v1::OP_WRITE || op == v1::OP_DISCARD || op == v1::OP_WRITE_ZEROES;
+    if (write && HoldsEpoch(r.epoch())) return true;
+  }
+  return false;
+}
+
+void VolumeService::WaitWhileHeld(const std::function<bool()>& held) {
+  bool logged = false;
+  while (held()) {
+    if (!logged) spdlog::info("test hook: holding a write ({} exists)", hold_writes_file_);
+    logged = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (logged) spdlog::info("test hook: releasing a held write");
+}
+
+void VolumeService::HoldUnary(uint64_t epoch) {
+  // A unary call has a gRPC thread of its own: holding it blocks nothing else. It stays held even
+  // if the client goes away: the hook stands for a dead writer's request still in flight.
+  WaitWhileHeld([&] { return HoldsEpoch(epoch); });
 }
 
 grpc::Status VolumeService::SubmitOne(IoOp* op) {
@@ -189,6 +226,7 @@ grpc::Status VolumeService::Read(grpc::ServerContext*, const v1::ReadRequest* re
 
 grpc::Status VolumeService::Write(grpc::ServerContext*, const v1::WriteRequest* req,
                                   v1::WriteResponse*) {
+  if (holds_writes()) HoldUnary(req->epoch());
   IoOp op;
   op.op = v1::OP_WRITE;
   op.fua = req->fua();
@@ -203,6 +241,7 @@ grpc::Status VolumeService::Write(grpc::ServerContext*, const v1::WriteRequest* 
 
 grpc::Status VolumeService::ZeroRange(grpc::ServerContext*, const v1::ZeroRangeRequest* req,
                                       v1::ZeroRangeResponse*) {
+  if (holds_writes()) HoldUnary(req->epoch());
   IoOp op;
   op.op = req->discard() ? v1::OP_DISCARD : v1::OP_WRITE_ZEROES;
   op.fua = req->fua();

@@ -4,10 +4,14 @@
 // ApplyBatch() and the stream registry below.
 // BeginDrain() (SIGTERM) lets every stream finish and answer the batch it is applying, then ends
 // each stream with UNAVAILABLE so clients re-send elsewhere or later.
+// Test hook (--test-hold-writes-file PATH): a WRITE / DISCARD / WRITE_ZEROES whose epoch equals the
+// decimal number in PATH waits, before its fence check, for as long as PATH exists and holds that
+// number (polled every 10 ms); it lets tests stand for a dead writer's request still in flight.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <set>
 
@@ -36,6 +40,13 @@ class VolumeService final : public v1::VolumeAdmin::Service,
   VolumeService(Store* store, Metrics* metrics, ServiceLimits limits = {});
 
   v1::ServerLimits Limits() const;
+  // Test hook, see above; call before serving. Empty: off (the data path only tests this flag).
+  void SetTestHoldWritesFile(std::string path) { hold_writes_file_ = std::move(path); }
+  bool holds_writes() const { return !hold_writes_file_.empty(); }
+  // Whether the hook currently holds a write of this batch (false once draining).
+  bool HoldsBatch(const v1::IoBatch& batch);
+  // Sleeps in 10 ms steps while `held()` is true and the server is not draining.
+  void WaitWhileHeld(const std::function<bool()>& held);
   void BeginDrain();
   // After BeginDrain: waits until every stream has ended (or `timeout`).
   void WaitForStreams(std::chrono::milliseconds timeout);
@@ -83,6 +94,8 @@ class VolumeService final : public v1::VolumeAdmin::Service,
  private:
 
   grpc::Status SubmitOne(IoOp* op);
+  bool HoldsEpoch(uint64_t epoch);
+  void HoldUnary(uint64_t epoch);
   void Record(std::span<IoOp> ops, uint64_t latency_ns);
 
   Store* store_;
@@ -92,6 +105,7 @@ class VolumeService final : public v1::VolumeAdmin::Service,
   std::set<StreamSlot*> streams_;
   std::condition_variable streams_cv_;
   bool draining_ = false;
+  std::string hold_writes_file_;
 };
 
 }  // namespace unbd::backend

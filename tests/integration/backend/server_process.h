@@ -109,10 +109,12 @@ class ServerProcess {
 // One BlockIo stream, used synchronously: send a batch, wait for its completions.
 class StreamSession {
  public:
-  explicit StreamSession(const std::string& target)
+  // deadline > 0: the whole stream fails (DEADLINE_EXCEEDED) after that long.
+  explicit StreamSession(const std::string& target,
+                         std::chrono::milliseconds deadline = std::chrono::milliseconds(0))
       : channel_(backend::MakeChannel(target, /*own_connection=*/true)),
         stub_(v1::BlockIo::NewStub(channel_)),
-        stream_(stub_->Stream(&ctx_)) {}
+        stream_(Start(deadline)) {}
   ~StreamSession() {
     if (!finished_) Finish();
   }
@@ -120,6 +122,9 @@ class StreamSession {
   bool Exchange(const v1::IoBatch& batch, v1::CompletionBatch* out) {
     return stream_->Write(batch) && stream_->Read(out);
   }
+  // The two halves of Exchange, for tests that act while a batch is in flight.
+  bool Send(const v1::IoBatch& batch) { return stream_->Write(batch); }
+  bool Receive(v1::CompletionBatch* out) { return stream_->Read(out); }
   grpc::Status Finish() {
     stream_->WritesDone();
     grpc::Status s = stream_->Finish();
@@ -128,6 +133,12 @@ class StreamSession {
   }
 
  private:
+  std::unique_ptr<grpc::ClientReaderWriter<v1::IoBatch, v1::CompletionBatch>> Start(
+      std::chrono::milliseconds deadline) {
+    if (deadline.count() > 0) ctx_.set_deadline(std::chrono::system_clock::now() + deadline);
+    return stub_->Stream(&ctx_);
+  }
+
   grpc::ClientContext ctx_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::BlockIo::Stub> stub_;
