@@ -2,12 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include <atomic>
-#include <thread>
-
-#include "backend/admin_client.h"
-#include "replication/replica_channel.h"
-#include "unbd/v1/io.grpc.pb.h"
+#include <algorithm>
 
 namespace unbd::replication {
 
@@ -17,25 +12,25 @@ const char* ReplicaStateName(ReplicaState s) {
       return "healthy";
     case ReplicaState::kOut:
       return "out";
+    case ReplicaState::kRebuilding:
+      return "rebuilding";
   }
   return "?";
 }
 
-struct ReplicatedVolume::Replica {
-  ReplicaAddr addr;
-  std::unique_ptr<v1::BlockIo::Stub> stub;
-  ReplicaState state = ReplicaState::kHealthy;  // guarded by ReplicatedVolume::mu_
-};
-
 namespace {
 
-// A newer epoch holds the replica. The server answers FAILED_PRECONDITION both for "fenced by a
-// newer epoch" and for "this epoch was never opened here" (a replica that missed our open: a
-// replica failure, not a newer owner), so the message tells them apart until completions carry
-// the replica's epoch (IoCompletion reserved fields).
-bool IsFenced(const Status& s) {
-  return s.code() == Status::Code::kFailedPrecondition &&
-         s.message().find("is fenced by epoch") != std::string::npos;
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void Undo(const std::string& name, const std::vector<ReplicaAddr>& created) {
+  for (const auto& c : created) {
+    Status d = ReplicaRpc(c.target, std::chrono::seconds(5)).Delete(c.volume_id);
+    if (!d.ok()) spdlog::warn("volume \"{}\": undo create on {}: {}", name, c.target, d.ToString());
+  }
 }
 
 }  // namespace
@@ -47,25 +42,72 @@ Status ReplicatedVolume::Create(const std::vector<std::string>& targets, const s
     return Status::InvalidArgument("volume \"" + name + "\": " + std::to_string(targets.size()) +
                                    " replicas; a replicated volume has 1 to 5");
   }
-  for (const auto& t : targets) {
-    v1::Volume vol;
-    Status s = backend::AdminClient(t).Create(name, size_bytes, &vol);
-    if (!s.ok()) {
-      for (const auto& created : *out) {
-        v1::VolumeRef ref;
-        ref.set_id(created.volume_id);
-        Status d = backend::AdminClient(created.target).Delete(ref);
-        if (!d.ok())
-          spdlog::warn("volume \"{}\": undo create on {}: {}", name, created.target, d.ToString());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (targets[i] == targets[j]) {
+        return Status::InvalidArgument("volume \"" + name + "\": replica " + targets[i] +
+                                       " listed twice; each replica needs its own server");
       }
+    }
+  }
+  const auto timeout = std::chrono::seconds(10);
+  v1::ReplicaSetMeta meta;
+  meta.set_size_bytes(size_bytes);
+  for (const auto& t : targets) {
+    const std::string uuid = NewReplicaUuid();
+    v1::Volume vol;
+    Status s = ReplicaRpc(t, timeout).Create(name, size_bytes, uuid, &vol);
+    if (!s.ok()) {
+      Undo(name, *out);
       out->clear();
-      return Status(
-          s.code() == Status::Code::kAlreadyExists
-              ? Status::AlreadyExists("volume \"" + name + "\" on " + t + ": " + s.message())
-              : Status::Unavailable("volume \"" + name + "\": create on " + t +
-                                    " failed: " + s.ToString()));
+      if (s.code() == Status::Code::kAlreadyExists)
+        return Status::AlreadyExists("volume \"" + name + "\" on " + t + ": " + s.message());
+      if (s.code() == Status::Code::kInvalidArgument)
+        return Status::InvalidArgument("volume \"" + name + "\" on " + t + ": " + s.message());
+      return Status::Unavailable("volume \"" + name + "\": create on " + t +
+                                 " failed: " + s.ToString());
     }
     out->push_back({t, vol.id()});
+    auto* r = meta.add_replicas();
+    r->set_address(t);
+    r->set_volume_id(vol.id());
+    r->set_uuid(uuid);
+    r->set_state(v1::REPLICA_HEALTHY);
+    r->set_state_since_unix_ms(NowMs());
+  }
+  // Every replica must use the same region size: PeerSet indices name byte ranges.
+  uint64_t region_bytes = 0;
+  Status s;
+  for (const auto& r : *out) {
+    uint64_t rb = 0;
+    s = ReplicaRpc(r.target, timeout).CountRegions(r.volume_id, nullptr, &rb);
+    if (!s.ok()) break;
+    if (region_bytes != 0 && rb != region_bytes) {
+      s = Status::InvalidArgument("replicas use different dirty-region sizes (" +
+                                  std::to_string(region_bytes) + " and " + std::to_string(rb) +
+                                  " bytes on " + r.target + ")");
+      break;
+    }
+    region_bytes = rb;
+  }
+  if (s.ok() && region_bytes == 0) s = Status::Internal("a replica reported region size 0");
+  meta.set_region_bytes(region_bytes);
+
+  // Commit v1 at a create-time epoch on all replicas: a later owner adopts it from any majority.
+  const std::string client = "cli/create/" + NewReplicaUuid();
+  QuorumOpenResult open;
+  if (s.ok()) s = QuorumOpen(*out, {.client_id = client, .rpc_timeout = timeout}, &open);
+  if (s.ok() && open.accepted != out->size()) {
+    s = Status::Unavailable("only " + std::to_string(open.accepted) + " of " +
+                            std::to_string(out->size()) + " new replicas accepted the create epoch");
+  }
+  if (s.ok()) s = ReplicaMeta(open.epoch, client, timeout).CommitInitial(meta, out->size());
+  if (!s.ok()) {
+    Undo(name, *out);
+    out->clear();
+    return Status(s.code() == Status::Code::kInvalidArgument
+                      ? Status::InvalidArgument("volume \"" + name + "\": " + s.message())
+                      : Status::Unavailable("volume \"" + name + "\": " + s.ToString()));
   }
   return Status::Ok();
 }
@@ -77,26 +119,168 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   Status s = QuorumOpen(replicas,
                         {.client_id = options.client_id, .rpc_timeout = options.rpc_timeout}, &res);
   if (!s.ok()) return s;
+  v1::ReplicaSetMeta adopted;
+  std::vector<ReplicaAddr> set = replicas;
+  // The metadata names the replica set (a replace may have changed it since the caller learned
+  // it); open that set at the same epoch, and adopt again from the answers.
+  for (int round = 0;; ++round) {
+    if (!AdoptHighest(res, &adopted)) {
+      return Status::FailedPrecondition(
+          "volume " + std::to_string(replicas[0].volume_id) + " on " + replicas[0].target +
+          ": no replica metadata on the accepting replicas (not created as a replicated volume?)");
+    }
+    std::vector<ReplicaAddr> meta_set;
+    for (const auto& r : adopted.replicas()) meta_set.push_back({r.address(), r.volume_id()});
+    const bool same = meta_set.size() == set.size() &&
+                      std::equal(meta_set.begin(), meta_set.end(), set.begin(),
+                                 [](const ReplicaAddr& a, const ReplicaAddr& b) {
+                                   return a.target == b.target && a.volume_id == b.volume_id;
+                                 });
+    if (same) break;
+    if (round == 3) return Status::Unavailable("replica metadata keeps changing during the open");
+    set = meta_set;
+    s = QuorumOpen(set,
+                   {.client_id = options.client_id,
+                    .epoch = res.epoch,
+                    .rpc_timeout = options.rpc_timeout},
+                   &res);
+    if (!s.ok()) return s;
+  }
+
   std::unique_ptr<ReplicatedVolume> v(new ReplicatedVolume());
   v->options_ = options;
   v->epoch_ = res.epoch;
-  v->size_bytes_ = res.size_bytes;
-  for (size_t i = 0; i < replicas.size(); ++i) {
-    auto r = std::make_unique<Replica>();
-    r->addr = replicas[i];
-    r->stub = v1::BlockIo::NewStub(ReplicaChannel(replicas[i].target));
-    if (!res.replicas[i].status.ok()) {
-      r->state = ReplicaState::kOut;
-      spdlog::warn("volume on {}: out from the start: {}", replicas[i].target,
-                   res.replicas[i].status.ToString());
+  v->size_bytes_ = adopted.size_bytes();
+  v->region_bytes_ = adopted.region_bytes() ? adopted.region_bytes() : v->region_bytes_;
+  for (const auto& r : res.replicas) {
+    if (r.status.ok() && v->name_.empty()) v->name_ = r.response.name();
+  }
+  std::vector<size_t> healthy, outs;
+  for (size_t i = 0; i < set.size(); ++i) {
+    const auto& info = adopted.replicas(i);
+    const ReplicaOpenResult& r = res.replicas[i];
+    auto rep = std::make_unique<Replica>();
+    rep->rpc = std::make_unique<ReplicaRpc>(info.address(), options.rpc_timeout);
+    rep->volume_id = info.volume_id();
+    rep->full_rebuild = info.full_rebuild() && info.state() != v1::REPLICA_HEALTHY;
+    const bool same_copy = r.status.ok() && r.response.replica_uuid() == info.uuid();
+    if (r.status.ok()) {
+      const uint32_t mio = r.response.limits().max_io_bytes();
+      if (mio != 0) v->max_io_bytes_ = std::min(v->max_io_bytes_, mio);
     }
-    v->replicas_.push_back(std::move(r));
+    if (r.status.ok() && !same_copy) rep->full_rebuild = true;  // wiped or replaced copy
+    if (r.status.code() == Status::Code::kNotFound) rep->full_rebuild = true;
+    if (same_copy && info.state() == v1::REPLICA_HEALTHY) {
+      rep->state = ReplicaState::kHealthy;
+      healthy.push_back(i);
+    } else {
+      rep->state = ReplicaState::kOut;
+      outs.push_back(i);
+      spdlog::warn("volume \"{}\" epoch {}: replica {} ({}) starts out: {}", v->name_, v->epoch_, i,
+                   info.address(),
+                   !r.status.ok() ? r.status.ToString()
+                   : !same_copy   ? "holds another copy (uuid " + r.response.replica_uuid() + ")"
+                                  : std::string("metadata says ") + StateName(info.state()));
+    }
+    v->replicas_.push_back(std::move(rep));
+  }
+  v->progress_.resize(set.size());
+  for (size_t i = 0; i < set.size(); ++i) v->progress_[i].target = set[i].target;
+  if (healthy.size() < Majority(set.size())) {
+    return Status::Unavailable("volume \"" + v->name_ + "\" epoch " + std::to_string(v->epoch_) +
+                               ": only " + std::to_string(healthy.size()) + " of " +
+                               std::to_string(set.size()) +
+                               " replicas are healthy and reachable; need a majority (" +
+                               std::to_string(Majority(set.size())) + ")");
+  }
+  v->meta_ = std::make_unique<ReplicaMeta>(v->epoch_, options.client_id, options.rpc_timeout);
+
+  // Every out replica's PeerSet gets the unstable regions before the metadata says it is out.
+  std::vector<uint64_t> unstable;
+  {
+    std::set<uint64_t> u;
+    for (size_t h : healthy) {
+      std::vector<uint64_t> regions;
+      s = v->replicas_[h]->rpc->GetRegions(v->replicas_[h]->volume_id, kUnstableSetIndex, &regions,
+                                           nullptr);
+      if (!s.ok()) return Status::Unavailable("reconcile: unstable regions of " +
+                                              v->replicas_[h]->rpc->target() + ": " + s.ToString());
+      u.insert(regions.begin(), regions.end());
+    }
+    unstable.assign(u.begin(), u.end());
+  }
+  for (size_t p : outs) {
+    s = v->MarkPeerSet(p, unstable);
+    if (!s.ok()) return s;
+  }
+  for (size_t p : outs) {
+    auto* info = adopted.mutable_replicas(p);
+    if (info->state() == v1::REPLICA_HEALTHY) {
+      ++v->open_stats_.marked_out;
+      info->set_state_since_unix_ms(NowMs());
+    }
+    info->set_state(v1::REPLICA_OUT);
+    info->set_full_rebuild(v->replicas_[p]->full_rebuild);
+  }
+  s = v->meta_->CommitInitial(adopted);
+  if (!s.ok()) return s;
+  s = v->Reconcile(healthy, unstable);
+  if (!s.ok()) return s;
+  if (options.resync_probe_interval.count() > 0) {
+    v->prober_ = std::thread([p = v.get()] { p->ProbeLoop(); });
   }
   *out = std::move(v);
   return Status::Ok();
 }
 
-ReplicatedVolume::~ReplicatedVolume() = default;
+Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy,
+                                   const std::vector<uint64_t>& unstable) {
+  // Any version of an unstable region is acceptable (none was flushed and acknowledged on only
+  // some replicas); what matters is that every replica returns the same one: copy the source's.
+  uint32_t out_mask = 0;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (replicas_[i]->state == ReplicaState::kOut) out_mask |= 1u << i;
+  }
+  Replica& src = *replicas_[healthy[0]];
+  for (uint64_t r : unstable) {
+    const uint64_t off = r * region_bytes_;
+    if (off >= size_bytes_) continue;
+    const uint64_t len = std::min(region_bytes_, size_bytes_ - off);
+    for (size_t k = 1; k < healthy.size(); ++k) {
+      Replica& dst = *replicas_[healthy[k]];
+      uint64_t copied = 0;
+      Status s = CopyRange(*src.rpc, src.volume_id, *dst.rpc, dst.volume_id, epoch_, off, len,
+                           max_io_bytes_, out_mask, &copied);
+      if (!s.ok()) return Status::Unavailable("reconcile region " + std::to_string(r) + " from " +
+                                              src.rpc->target() + ": " + s.ToString());
+    }
+  }
+  std::vector<Status> results(healthy.size());
+  ForEachParallel(healthy.size(), [&](size_t k) {
+    Replica& r = *replicas_[healthy[k]];
+    results[k] = r.rpc->Flush(r.volume_id, epoch_);
+    if (results[k].ok())
+      results[k] = r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSetIndex, {}, true);
+  });
+  for (size_t k = 0; k < healthy.size(); ++k) {
+    if (!results[k].ok()) {
+      return Status::Unavailable("reconcile: flush/clear on " +
+                                 replicas_[healthy[k]]->rpc->target() + ": " +
+                                 results[k].ToString());
+    }
+  }
+  open_stats_.reconciled_regions = unstable.size();
+  if (!unstable.empty()) {
+    spdlog::info("volume \"{}\" epoch {}: reconciled {} unstable regions from {}", name_, epoch_,
+                 unstable.size(), src.rpc->target());
+  }
+  return Status::Ok();
+}
+
+ReplicatedVolume::~ReplicatedVolume() {
+  stop_ = true;
+  if (prober_.joinable()) prober_.join();
+}
 
 std::vector<ReplicaState> ReplicatedVolume::states() const {
   std::lock_guard lock(mu_);
@@ -105,145 +289,498 @@ std::vector<ReplicaState> ReplicatedVolume::states() const {
   return out;
 }
 
-Status ReplicatedVolume::SendOne(Replica& r, Op op, uint64_t offset, std::string_view data,
-                                 bool fua) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
-  if (op == Op::kFlush) {
-    v1::FlushRequest req;
-    req.set_volume_id(r.addr.volume_id);
-    req.set_epoch(epoch_);
-    v1::FlushResponse resp;
-    return backend::FromGrpc(r.stub->Flush(&ctx, req, &resp));
-  }
-  v1::WriteRequest req;
-  req.set_volume_id(r.addr.volume_id);
-  req.set_epoch(epoch_);
-  req.set_offset(offset);
-  req.set_fua(fua);
-  req.set_data(std::string(data));
-  v1::WriteResponse resp;
-  return backend::FromGrpc(r.stub->Write(&ctx, req, &resp));
+std::vector<ReplicaAddr> ReplicatedVolume::replica_addrs() const {
+  std::lock_guard lock(mu_);
+  std::vector<ReplicaAddr> out;
+  for (const auto& r : replicas_) out.push_back({r->rpc->target(), r->volume_id});
+  return out;
 }
 
-Status ReplicatedVolume::FanOut(Op op, uint64_t offset, std::string_view data, bool fua) {
-  const std::string what = op == Op::kFlush ? "flush" : "write at offset " + std::to_string(offset);
-  const auto deadline = std::chrono::steady_clock::now() + options_.quorum_wait;
-  std::vector<size_t> pending;
+std::vector<ResyncProgress> ReplicatedVolume::resync_progress() const {
+  std::lock_guard lock(mu_);
+  return progress_;
+}
+
+std::vector<size_t> ReplicatedVolume::IndicesIn(ReplicaState s) const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (replicas_[i]->state == s) out.push_back(i);
+  }
+  return out;
+}
+
+void ReplicatedVolume::FailIncarnation(const Status& s) {
+  std::lock_guard lock(mu_);
+  if (fenced_.ok()) {
+    fenced_ = s;
+    spdlog::error("volume \"{}\" epoch {}: fenced, failing all I/O: {}", name_, epoch_,
+                  s.message());
+  }
+}
+
+Status ReplicatedVolume::MarkPeerSet(size_t p, const std::vector<uint64_t>& regions) {
+  if (regions.empty()) return Status::Ok();
+  std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
   {
     std::lock_guard lock(mu_);
-    if (!fenced_.ok()) return fenced_;
-    for (size_t i = 0; i < replicas_.size(); ++i) {
-      if (replicas_[i]->state == ReplicaState::kHealthy) pending.push_back(i);
+    for (size_t i : IndicesIn(ReplicaState::kHealthy))
+      healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id});
+  }
+  std::vector<Status> results(healthy.size());
+  ForEachParallel(healthy.size(), [&](size_t k) {
+    results[k] = healthy[k].first->MarkRegions(healthy[k].second, epoch_, PeerSetIndex(p), regions);
+  });
+  for (size_t k = 0; k < healthy.size(); ++k) {
+    if (!results[k].ok()) {
+      return Status(results[k].code() == Status::Code::kFailedPrecondition && IsFenced(results[k])
+                        ? results[k]
+                        : Status::Unavailable("mark " + std::to_string(regions.size()) +
+                                              " regions dirty for replica " + std::to_string(p) +
+                                              " on " + healthy[k].first->target() + ": " +
+                                              results[k].ToString()));
     }
   }
+  return Status::Ok();
+}
+
+Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t first_region,
+                                 uint64_t last_region, const std::string& why) {
   const size_t need = Majority(replicas_.size());
+  std::lock_guard serial(markout_mu_);
+  std::vector<size_t> to_mark, already, survivors;
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i : failed) {
+      (replicas_[i]->state == ReplicaState::kHealthy ? to_mark : already).push_back(i);
+    }
+    for (size_t i : IndicesIn(ReplicaState::kHealthy)) {
+      if (std::find(failed.begin(), failed.end(), i) == failed.end()) survivors.push_back(i);
+    }
+  }
+  if (survivors.size() < need) {
+    return Status::Unavailable("only " + std::to_string(survivors.size()) + " of " +
+                               std::to_string(replicas_.size()) +
+                               " replicas would stay healthy, a majority is " +
+                               std::to_string(need));
+  }
+  std::set<uint64_t> regions;
+  for (uint64_t r = first_region; r <= last_region && first_region != UINT64_MAX; ++r)
+    regions.insert(r);
+  if (!to_mark.empty()) {
+    // Writes in flight to the dead replica may or may not have landed there: everything still
+    // unstable on the survivors is dirty for it.
+    for (size_t h : survivors) {
+      std::vector<uint64_t> u;
+      Status s = replicas_[h]->rpc->GetRegions(replicas_[h]->volume_id, kUnstableSetIndex, &u,
+                                               nullptr);
+      if (!s.ok()) return Status::Unavailable("unstable regions of " +
+                                              replicas_[h]->rpc->target() + ": " + s.ToString());
+      regions.insert(u.begin(), u.end());
+    }
+  }
+  const std::vector<uint64_t> list(regions.begin(), regions.end());
+  for (size_t p : failed) {
+    std::vector<Status> results(survivors.size());
+    ForEachParallel(survivors.size(), [&](size_t k) {
+      Replica& r = *replicas_[survivors[k]];
+      results[k] = r.rpc->MarkRegions(r.volume_id, epoch_, PeerSetIndex(p), list);
+    });
+    for (size_t k = 0; k < survivors.size(); ++k) {
+      if (results[k].ok()) continue;
+      if (IsFenced(results[k])) return results[k];
+      return Status::Unavailable("mark regions for replica " + std::to_string(p) + " on " +
+                                 replicas_[survivors[k]]->rpc->target() + ": " +
+                                 results[k].ToString());
+    }
+  }
+  if (to_mark.empty()) return Status::Ok();
+  Status s = meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+    for (size_t p : to_mark) {
+      auto* info = m->mutable_replicas(p);
+      info->set_state(v1::REPLICA_OUT);
+      info->set_state_since_unix_ms(NowMs());
+      info->set_resync_done_bytes(0);
+      info->set_resync_total_bytes(0);
+      info->set_resync_bytes_per_s(0);
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  std::lock_guard lock(mu_);
+  for (size_t p : to_mark) {
+    replicas_[p]->state = ReplicaState::kOut;
+    spdlog::warn("volume \"{}\" epoch {}: replica {} ({}) marked out ({} regions dirty for it): {}",
+                 name_, epoch_, p, replicas_[p]->rpc->target(), list.size(), why);
+  }
+  return Status::Ok();
+}
+
+void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_t last_region,
+                                        const std::string& why) {
+  std::vector<uint64_t> regions;
+  for (uint64_t r = first_region; r <= last_region && first_region != UINT64_MAX; ++r)
+    regions.push_back(r);
+  {
+    std::lock_guard lock(mu_);
+    if (replicas_[p]->state == ReplicaState::kRebuilding) replicas_[p]->state = ReplicaState::kOut;
+  }
+  Status s = MarkPeerSet(p, regions);
+  if (!s.ok()) spdlog::warn("volume \"{}\": replica {}: {}", name_, p, s.ToString());
+  s = meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+    auto* info = m->mutable_replicas(p);
+    if (info->state() != v1::REPLICA_REBUILDING) return Status::Aborted("not rebuilding");
+    info->set_state(v1::REPLICA_OUT);
+    info->set_state_since_unix_ms(NowMs());
+    return Status::Ok();
+  });
+  spdlog::warn("volume \"{}\" epoch {}: rebuilding replica {} ({}) failed a write, out again: {}",
+               name_, epoch_, p, replicas_[p]->rpc->target(), why);
+}
+
+Status ReplicatedVolume::SendOne(const Target& t, Op op, uint64_t offset, uint64_t length,
+                                 std::string_view data, bool fua, uint32_t out_mask) {
+  ReplicaRpc& rpc = *replicas_[t.index]->rpc;
+  switch (op) {
+    case Op::kFlush:
+      return rpc.Flush(t.volume_id, epoch_);
+    case Op::kWrite:
+      return rpc.Write(t.volume_id, epoch_, offset, data, fua, out_mask);
+    case Op::kZero:
+    case Op::kDiscard:
+      return rpc.Zero(t.volume_id, epoch_, offset, length, op == Op::kDiscard, out_mask);
+  }
+  return Status::Internal("unknown op");
+}
+
+Status ReplicatedVolume::FanOut(Op op, uint64_t offset, uint64_t length, std::string_view data,
+                                bool fua) {
+  const bool is_write = op != Op::kFlush;
+  const std::string what =
+      op == Op::kFlush ? "flush" : "write at offset " + std::to_string(offset);
+  if (is_write && length == 0) return Status::Ok();
+  // UINT64_MAX: no regions (a flush).
+  const uint64_t first = is_write ? offset / region_bytes_ : UINT64_MAX;
+  const uint64_t last = is_write ? (offset + length - 1) / region_bytes_ : 0;
+  if (is_write) locks_.LockShared(first, last);
+  uint64_t seq = 0;
+  uint32_t out_mask = 0;
+  std::vector<Target> pending;
+  std::vector<uint64_t> flush_candidates;
+  {
+    std::lock_guard lock(mu_);
+    if (!fenced_.ok()) {
+      if (is_write) locks_.UnlockShared(first, last);
+      return fenced_;
+    }
+    seq = ++seq_;
+    if (is_write) {
+      inflight_.insert(seq);
+      for (uint64_t r = first; r <= last; ++r) {
+        region_last_write_[r] = seq;
+        region_inflight_[r]++;
+      }
+    } else {
+      for (const auto& [r, s] : region_last_write_) {
+        if (!region_inflight_.count(r)) flush_candidates.push_back(r);
+      }
+    }
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      const Replica& r = *replicas_[i];
+      if (r.state == ReplicaState::kHealthy) {
+        pending.push_back({i, r.volume_id, true});
+      } else if (r.state == ReplicaState::kRebuilding) {
+        if (is_write) pending.push_back({i, r.volume_id, false});
+      } else {
+        out_mask |= 1u << i;
+      }
+    }
+  }
+
+  const auto deadline = std::chrono::steady_clock::now() + options_.quorum_wait;
+  const size_t need = Majority(replicas_.size());
+  Status result;
   for (int attempt = 0;; ++attempt) {
     std::vector<Status> results(pending.size());
-    std::vector<std::thread> threads;
-    for (size_t k = 1; k < pending.size(); ++k) {
-      threads.emplace_back(
-          [&, k] { results[k] = SendOne(*replicas_[pending[k]], op, offset, data, fua); });
-    }
-    if (!pending.empty()) results[0] = SendOne(*replicas_[pending[0]], op, offset, data, fua);
-    for (auto& t : threads) t.join();
-
+    ForEachParallel(pending.size(), [&](size_t k) {
+      results[k] = SendOne(pending[k], op, offset, length, data, fua, out_mask);
+    });
     std::vector<size_t> failed;
+    std::vector<Target> retry;
     std::string errors;
-    for (size_t k = 0; k < pending.size(); ++k) {
+    bool fenced = false;
+    for (size_t k = 0; k < pending.size() && !fenced; ++k) {
       if (results[k].ok()) continue;
-      const Replica& r = *replicas_[pending[k]];
+      const Target& t = pending[k];
+      const std::string& target = replicas_[t.index]->rpc->target();
       if (IsFenced(results[k])) {
         // A newer owner exists (docs/replication.md, section 1): never mark out, stop serving.
-        std::lock_guard lock(mu_);
-        fenced_ = Status::FailedPrecondition("volume " + std::to_string(r.addr.volume_id) + " on " +
-                                             r.addr.target + ": " + results[k].message());
-        spdlog::error("{}: {}", what, fenced_.message());
-        return fenced_;
+        FailIncarnation(Status::FailedPrecondition("volume " + std::to_string(t.volume_id) +
+                                                   " on " + target + ": " + results[k].message()));
+        fenced = true;
+        break;
       }
-      failed.push_back(pending[k]);
-      errors += (errors.empty() ? "" : "; ") + r.addr.target + ": " + results[k].ToString();
-    }
-    if (failed.empty()) return Status::Ok();
-
-    {
-      // Every healthy replica except the failed ones has applied the op. Marking the failed ones
-      // out is allowed only while a majority stays healthy (the same majority that will have to
-      // commit the mark-out in the replica metadata).
-      std::lock_guard lock(mu_);
-      size_t healthy_after = 0;
-      for (size_t i = 0; i < replicas_.size(); ++i) {
-        const bool failing = std::find(failed.begin(), failed.end(), i) != failed.end();
-        healthy_after += replicas_[i]->state == ReplicaState::kHealthy && !failing;
-      }
-      if (healthy_after >= need) {
-        for (size_t i : failed) {
-          if (replicas_[i]->state == ReplicaState::kOut) continue;
-          replicas_[i]->state = ReplicaState::kOut;
-          spdlog::warn("volume {} epoch {}: replica {} marked out after a failed {}: {}",
-                       replicas_[i]->addr.volume_id, epoch_, replicas_[i]->addr.target, what,
-                       errors);
+      errors += (errors.empty() ? "" : "; ") + target + ": " + results[k].ToString();
+      if (!t.wait) {
+        // Not waited for; it must not become healthy without this write.
+        bool now_healthy;
+        {
+          std::lock_guard lock(mu_);
+          now_healthy = replicas_[t.index]->state == ReplicaState::kHealthy;
         }
-        return Status::Ok();
+        if (!now_healthy) {
+          DemoteRebuilding(t.index, first, last, results[k].ToString());
+          continue;
+        }
       }
+      failed.push_back(t.index);
+      retry.push_back({t.index, t.volume_id, true});
+    }
+    if (fenced) {
+      std::lock_guard lock(mu_);
+      result = fenced_;
+      break;
+    }
+    if (failed.empty()) break;
+    Status m = MarkOut(failed, first, last, what + ": " + errors);
+    if (m.ok()) break;
+    {
+      // These replicas stay healthy for now (no majority to mark them out). If one crashed, it
+      // lost its unsynced writes: keep everything unstable pinned for the next open's reconcile.
+      std::lock_guard lock(mu_);
+      for (const auto& [r, s] : region_last_write_) pinned_unstable_.insert(r);
+      for (uint64_t r = first; r <= last && first != UINT64_MAX; ++r) pinned_unstable_.insert(r);
+    }
+    if (IsFenced(m) || m.code() == Status::Code::kFailedPrecondition) {
+      FailIncarnation(m);
+      result = m;
+      break;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      const size_t applied = replicas_.size() - failed.size();
-      return Status::Unavailable(
-          "volume " + std::to_string(replicas_[0]->addr.volume_id) + " epoch " +
-          std::to_string(epoch_) + ": " + what + " applied by at most " + std::to_string(applied) +
-          " of " + std::to_string(replicas_.size()) + " replicas, a majority (" +
-          std::to_string(need) + ") is not available after " +
-          std::to_string(options_.quorum_wait.count()) + " ms; not acknowledged (" + errors + ")");
+      result = Status::Unavailable(
+          "volume \"" + name_ + "\" epoch " + std::to_string(epoch_) + ": " + what +
+          " applied by at most " + std::to_string(replicas_.size() - failed.size()) + " of " +
+          std::to_string(replicas_.size()) + " replicas, a majority (" + std::to_string(need) +
+          ") is not available after " + std::to_string(options_.quorum_wait.count()) +
+          " ms; not acknowledged (" + errors + "; mark-out: " + m.message() + ")");
+      break;
     }
     if (attempt == 0) spdlog::warn("{}: waiting for a majority: {}", what, errors);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    pending = failed;  // the others already applied it; writes are idempotent anyway
+    pending = retry;  // the others already applied it; writes are idempotent anyway
   }
+
+  {
+    std::lock_guard lock(mu_);
+    if (is_write && !result.ok()) {
+      // Not acknowledged, maybe applied somewhere: replicas may differ here until reconciled.
+      for (uint64_t r = first; r <= last; ++r) pinned_unstable_.insert(r);
+    }
+    if (is_write) {
+      inflight_.erase(seq);
+      for (uint64_t r = first; r <= last; ++r) {
+        if (--region_inflight_[r] == 0) region_inflight_.erase(r);
+      }
+    }
+  }
+  cv_.notify_all();
+  if (is_write) locks_.UnlockShared(first, last);
+  if (op == Op::kFlush && result.ok()) ClearUnstableAfterFlush(seq, flush_candidates);
+  return result;
+}
+
+void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
+                                               const std::vector<uint64_t>& candidates) {
+  // A region may leave the unstable set when the flush covered every write to it: none was
+  // running when the flush was sent and none started since. The exclusive region lock keeps new
+  // writes out while the replicas clear it (the server's caller contract).
+  std::vector<uint64_t> held;
+  for (uint64_t r : candidates) {
+    if (locks_.TryLock(r)) held.push_back(r);
+  }
+  std::vector<uint64_t> clear;
+  std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t r : held) {
+      auto it = region_last_write_.find(r);
+      if (it != region_last_write_.end() && it->second < flush_seq &&
+          !region_inflight_.count(r) && !pinned_unstable_.count(r))
+        clear.push_back(r);
+    }
+    for (size_t i : IndicesIn(ReplicaState::kHealthy))
+      healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id});
+  }
+  if (!clear.empty()) {
+    std::vector<Status> results(healthy.size());
+    ForEachParallel(healthy.size(), [&](size_t k) {
+      results[k] = healthy[k].first->ClearRegions(healthy[k].second, epoch_, kUnstableSetIndex,
+                                                  clear, false);
+    });
+    bool all_ok = true;
+    for (const auto& s : results) all_ok &= s.ok();
+    if (all_ok) {
+      std::lock_guard lock(mu_);
+      for (uint64_t r : clear) {
+        auto it = region_last_write_.find(r);
+        if (it != region_last_write_.end() && it->second < flush_seq) region_last_write_.erase(it);
+      }
+    }
+  }
+  for (uint64_t r : held) locks_.Unlock(r);
 }
 
 Status ReplicatedVolume::Write(uint64_t offset, std::string_view data, bool fua) {
-  return FanOut(Op::kWrite, offset, data, fua);
+  return FanOut(Op::kWrite, offset, data.size(), data, fua);
+}
+
+Status ReplicatedVolume::WriteZeroes(uint64_t offset, uint64_t length, bool discard) {
+  return FanOut(discard ? Op::kDiscard : Op::kZero, offset, length, {}, false);
 }
 
 Status ReplicatedVolume::Flush() {
-  return FanOut(Op::kFlush, 0, {}, false);
+  return FanOut(Op::kFlush, 0, 0, {}, false);
 }
 
 Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out) {
   static std::atomic<uint32_t> rotor{0};
-  std::vector<size_t> healthy;
+  std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
   {
     std::lock_guard lock(mu_);
     if (!fenced_.ok()) return fenced_;
-    for (size_t i = 0; i < replicas_.size(); ++i) {
-      if (replicas_[i]->state == ReplicaState::kHealthy) healthy.push_back(i);
-    }
+    for (size_t i : IndicesIn(ReplicaState::kHealthy))
+      healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id});
   }
   if (healthy.empty()) return Status::Unavailable("read: no healthy replica");
   // Spread reads; latency-based choice comes with the streaming target.
   const size_t start = rotor++ % healthy.size();
   std::string errors;
   for (size_t k = 0; k < healthy.size(); ++k) {
-    Replica& r = *replicas_[healthy[(start + k) % healthy.size()]];
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
-    v1::ReadRequest req;
-    req.set_volume_id(r.addr.volume_id);
-    req.set_epoch(epoch_);
-    req.set_offset(offset);
-    req.set_length(length);
-    v1::ReadResponse resp;
-    Status s = backend::FromGrpc(r.stub->Read(&ctx, req, &resp));
-    if (s.ok()) {
-      *out = std::move(*resp.mutable_data());
+    auto [rpc, vid] = healthy[(start + k) % healthy.size()];
+    Status s = rpc->Read(vid, epoch_, offset, length, out);
+    if (s.ok()) return s;
+    if (IsFenced(s)) {
+      FailIncarnation(s);
       return s;
     }
-    if (IsFenced(s)) return s;
-    errors += (errors.empty() ? "" : "; ") + r.addr.target + ": " + s.ToString();
+    errors += (errors.empty() ? "" : "; ") + rpc->target() + ": " + s.ToString();
   }
   return Status::Unavailable("read at offset " + std::to_string(offset) +
                              ": every healthy replica failed: " + errors);
+}
+
+Status ReplicatedVolume::ResyncOut() {
+  std::lock_guard serial(resync_mu_);
+  std::vector<size_t> outs;
+  {
+    std::lock_guard lock(mu_);
+    outs = IndicesIn(ReplicaState::kOut);
+  }
+  std::string errors;
+  for (size_t p : outs) {
+    Status s = ResyncJob(this, p).Run();
+    if (!s.ok()) errors += (errors.empty() ? "" : "; ") + replicas_[p]->rpc->target() + ": " +
+                           s.ToString();
+  }
+  if (!errors.empty()) return Status::Unavailable("resync: " + errors);
+  std::lock_guard lock(mu_);
+  for (const auto& r : replicas_) {
+    if (r->state != ReplicaState::kHealthy)
+      return Status::Unavailable("resync: " + r->rpc->target() + " is " +
+                                 ReplicaStateName(r->state));
+  }
+  return Status::Ok();
+}
+
+void ReplicatedVolume::ProbeLoop() {
+  while (!stop_) {
+    const auto until = std::chrono::steady_clock::now() + options_.resync_probe_interval;
+    while (!stop_ && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (stop_) break;
+    bool any_out;
+    {
+      std::lock_guard lock(mu_);
+      any_out = !IndicesIn(ReplicaState::kOut).empty() && fenced_.ok();
+    }
+    if (any_out) {
+      Status s = ResyncOut();
+      if (!s.ok()) spdlog::debug("volume \"{}\": {}", name_, s.ToString());
+    }
+  }
+}
+
+Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,
+                                        const std::string& new_target) {
+  std::lock_guard serial(resync_mu_);
+  size_t idx = replicas_.size();
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (replicas_[i]->rpc->target() == new_target) {
+      return Status::InvalidArgument("replace " + old_target + " by " + new_target + ": " +
+                                     new_target + " already holds replica " + std::to_string(i));
+    }
+    if (replicas_[i]->rpc->target() == old_target) idx = i;
+  }
+  if (idx == replicas_.size()) {
+    std::string set;
+    for (const auto& r : replicas_) set += (set.empty() ? "" : ",") + r->rpc->target();
+    return Status::InvalidArgument("replace " + old_target + ": not a replica of volume \"" +
+                                   name_ + "\" (replicas: " + set + ")");
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (replicas_[idx]->state == ReplicaState::kHealthy &&
+        IndicesIn(ReplicaState::kHealthy).size() - 1 < Majority(replicas_.size())) {
+      return Status::FailedPrecondition(
+          "replace " + old_target + ": the other replicas are not a healthy majority; bring "
+          "them back first");
+    }
+  }
+  auto rpc = std::make_unique<ReplicaRpc>(new_target, options_.rpc_timeout);
+  const std::string uuid = NewReplicaUuid();
+  v1::Volume vol;
+  Status s = rpc->Create(name_, size_bytes_, uuid, &vol);
+  if (!s.ok()) return Status(s.code() == Status::Code::kAlreadyExists
+                                 ? Status::AlreadyExists("create on " + new_target + ": " +
+                                                         s.message())
+                                 : Status::Unavailable("create on " + new_target + ": " +
+                                                       s.ToString()));
+  s = rpc->Open(vol.id(), epoch_, options_.client_id, nullptr);
+  if (s.ok()) {
+    s = meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+      auto* info = m->mutable_replicas(idx);
+      info->set_address(new_target);
+      info->set_volume_id(vol.id());
+      info->set_uuid(uuid);
+      info->set_state(v1::REPLICA_REBUILDING);
+      info->set_full_rebuild(true);
+      info->set_resync_done_bytes(0);
+      info->set_resync_total_bytes(size_bytes_);
+      info->set_resync_bytes_per_s(0);
+      info->set_state_since_unix_ms(NowMs());
+      return Status::Ok();
+    });
+  }
+  if (!s.ok()) {
+    Status d = rpc->Delete(vol.id());
+    if (!d.ok()) spdlog::warn("replace: undo create on {}: {}", new_target, d.ToString());
+    return s;
+  }
+  // Stop sending to the old replica, let writes already sent to it finish, then switch.
+  uint64_t barrier;
+  {
+    std::unique_lock lock(mu_);
+    replicas_[idx]->state = ReplicaState::kOut;
+    barrier = seq_;
+    cv_.wait(lock, [&] { return inflight_.empty() || *inflight_.begin() > barrier; });
+    replicas_[idx]->rpc = std::move(rpc);
+    replicas_[idx]->volume_id = vol.id();
+    replicas_[idx]->full_rebuild = true;
+    progress_[idx] = ResyncProgress();
+    progress_[idx].target = new_target;
+  }
+  spdlog::info("volume \"{}\" epoch {}: replica {} {} replaced by {} (volume {}), to be rebuilt",
+               name_, epoch_, idx, old_target, new_target, vol.id());
+  return Status::Ok();
 }
 
 }  // namespace unbd::replication

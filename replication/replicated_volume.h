@@ -1,74 +1,163 @@
-// ReplicatedVolume: the owner side of a replicated volume over unary BlockIo calls — create on N
-// servers, quorum open, write fan-out with the ack and mark-out rules, reads from one healthy
-// replica with fallback (docs/replication.md, sections 1 and 3). It is the reference model the
-// frontend's per-queue streaming target will follow, and what the CLI and tests use.
+// ReplicatedVolume: the owner side of a replicated volume over unary BlockIo calls
+// (docs/replication.md, sections 1-5). It is the reference model the frontend's per-queue
+// streaming target follows, and what the CLI and the tests use.
 //
-// Not yet: a mark-out is recorded only in this object (replica metadata on a majority needs the
-// PutReplicaMeta RPC, next step), and out replicas are not resynced. What it already guarantees:
-// a write is acknowledged only when every healthy replica applied it, and the healthy set never
-// drops below a majority; with fewer replicas answering, the write is retried for `quorum_wait`
-// and then fails, never acknowledged on a minority. A fenced answer fails the incarnation.
-// Thread-safe; concurrent writes must not overlap (the block layer's rule).
+//  * Create: the volume on every server (each copy with its own uuid), then replica metadata v1
+//    (all healthy) committed on all of them.
+//  * Open: quorum open, adoption and re-commit of the metadata (ReplicaMeta), reconciliation of
+//    the regions that were in flight when the previous owner stopped (every healthy replica
+//    returns the same data afterwards), then I/O.
+//  * Writes go to every healthy and rebuilding replica in parallel and are acknowledged when every
+//    healthy one applied them. A failing replica is marked out — its PeerSet filled on the
+//    survivors and the metadata change committed on a majority — before the write is
+//    acknowledged; with no majority the write waits `quorum_wait` and fails, never acknowledged on
+//    a minority. Writes carry out_mask so the survivors track what an out replica misses.
+//  * A FLUSH completed on every healthy replica clears the unstable regions no write touched since.
+//  * ResyncOut() brings out replicas back (resync.h): incremental or full rebuild, then healthy.
+// A fenced answer (a newer owner) fails the incarnation. Thread-safe; concurrent writes must not
+// overlap (the block layer's rule).
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
 #include "replication/quorum_open.h"
+#include "replication/region_locks.h"
+#include "replication/replica_meta.h"
+#include "replication/replica_rpc.h"
+#include "replication/resync.h"
 
 namespace unbd::replication {
 
-enum class ReplicaState { kHealthy, kOut };
+enum class ReplicaState { kHealthy, kOut, kRebuilding };
 const char* ReplicaStateName(ReplicaState s);
 
 struct ReplicatedVolumeOptions {
   std::string client_id;
   std::chrono::milliseconds rpc_timeout{2000};   // per replica per attempt
   std::chrono::milliseconds quorum_wait{30000};  // how long a write waits for a majority
+  uint64_t resync_rate_bytes_per_s = 0;          // copier throttle; 0 = unlimited
+  // > 0: a background thread probes out replicas at this interval and resyncs them.
+  std::chrono::milliseconds resync_probe_interval{0};
+};
+
+struct OpenStats {
+  uint64_t reconciled_regions = 0;  // unstable regions copied from one healthy replica to the rest
+  uint64_t marked_out = 0;          // replicas marked out by the open
 };
 
 class ReplicatedVolume {
  public:
-  // Creates volume `name` on every target; all must succeed (the ones created are deleted
-  // otherwise). `*out` is the replica set in target order.
+  // Creates volume `name` on every target, each copy with a fresh uuid; all must succeed (the
+  // ones created are deleted otherwise). Then commits metadata v1 (every replica healthy) on all
+  // of them. `*out` is the replica set in target order.
   static Status Create(const std::vector<std::string>& targets, const std::string& name,
                        uint64_t size_bytes, std::vector<ReplicaAddr>* out);
 
-  // Quorum-opens the volume; replicas that did not accept the epoch start out.
+  // Quorum-opens the volume, adopts and re-commits its metadata, reconciles the unstable regions.
   static Status Open(const std::vector<ReplicaAddr>& replicas,
                      const ReplicatedVolumeOptions& options,
                      std::unique_ptr<ReplicatedVolume>* out);
   ~ReplicatedVolume();
 
   Status Write(uint64_t offset, std::string_view data, bool fua = false);
+  Status WriteZeroes(uint64_t offset, uint64_t length, bool discard);
   Status Read(uint64_t offset, uint32_t length, std::string* out);
   Status Flush();
+
+  // Probes every out replica once and resyncs each one that answers; blocks until done. OK iff
+  // every replica is healthy afterwards.
+  Status ResyncOut();
+  // Replaces replica `old_target` by a new, empty copy on `new_target` (created here), committed
+  // as REBUILDING(full); ResyncOut() (or the next owner) rebuilds it.
+  Status ReplaceReplica(const std::string& old_target, const std::string& new_target);
 
   void set_quorum_wait(std::chrono::milliseconds wait) { options_.quorum_wait = wait; }
   uint64_t epoch() const { return epoch_; }
   uint64_t size_bytes() const { return size_bytes_; }
+  uint64_t region_bytes() const { return region_bytes_; }
+  const std::string& name() const { return name_; }
   std::vector<ReplicaState> states() const;
+  std::vector<ReplicaAddr> replica_addrs() const;
+  v1::ReplicaSetMeta meta() const { return meta_->committed(); }
+  const OpenStats& open_stats() const { return open_stats_; }
+  // The last or running resync of each replica (index = replica index).
+  std::vector<ResyncProgress> resync_progress() const;
 
  private:
-  struct Replica;
-  enum class Op { kWrite, kFlush };
+  friend class ResyncJob;
+  struct Replica {
+    std::unique_ptr<ReplicaRpc> rpc;
+    uint64_t volume_id = 0;                     // guarded by mu_ (a full rebuild may recreate)
+    ReplicaState state = ReplicaState::kOut;    // guarded by mu_
+    bool full_rebuild = false;                  // guarded by mu_
+  };
+  struct Target {
+    size_t index;
+    uint64_t volume_id;
+    bool wait;  // healthy: the ack waits for it
+  };
+  enum class Op { kWrite, kZero, kDiscard, kFlush };
+
   ReplicatedVolume() = default;
-  // Sends the op to every healthy replica and applies the ack/mark-out rules.
-  Status FanOut(Op op, uint64_t offset, std::string_view data, bool fua);
-  Status SendOne(Replica& r, Op op, uint64_t offset, std::string_view data, bool fua);
+  Status Reconcile(const std::vector<size_t>& healthy, const std::vector<size_t>& out);
+  Status FanOut(Op op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
+  Status SendOne(const Target& t, Op op, uint64_t offset, uint64_t length, std::string_view data,
+                 bool fua, uint32_t out_mask);
+  // Marks `failed` (healthy replicas that failed `regions`) out: their PeerSet on the survivors
+  // gets the survivors' unstable regions and `regions`, then the change is committed on a
+  // majority. UNAVAILABLE when that is not possible now.
+  Status MarkOut(const std::vector<size_t>& failed, uint64_t first_region, uint64_t last_region,
+                 const std::string& why);
+  // A rebuilding replica failed a write: back to out, the write's regions into its PeerSet.
+  void DemoteRebuilding(size_t p, uint64_t first_region, uint64_t last_region,
+                        const std::string& why);
+  // Marks regions in PeerSet(p) on every healthy replica.
+  Status MarkPeerSet(size_t p, const std::vector<uint64_t>& regions);
+  void FailIncarnation(const Status& s);
+  void ClearUnstableAfterFlush(uint64_t flush_seq, const std::vector<uint64_t>& candidates);
+  std::vector<size_t> IndicesIn(ReplicaState s) const;  // caller holds mu_
+  void ProbeLoop();
 
   ReplicatedVolumeOptions options_;
   uint64_t epoch_ = 0;
   uint64_t size_bytes_ = 0;
+  uint64_t region_bytes_ = 1 << 20;
+  uint32_t max_io_bytes_ = 1 << 20;
+  std::string name_;
+  std::unique_ptr<ReplicaMeta> meta_;
   std::vector<std::unique_ptr<Replica>> replicas_;
-  mutable std::mutex mu_;  // guards replica states and fenced_
-  Status fenced_;          // set once a replica reported a newer epoch
+  OpenStats open_stats_;
+  RegionLocks locks_;
+
+  mutable std::mutex mu_;  // guards replica states, fenced_, the write tracking and progress_
+  std::condition_variable cv_;
+  Status fenced_;  // set once a replica reported a newer epoch
+  uint64_t seq_ = 0;
+  std::set<uint64_t> inflight_;                      // sequence numbers of running writes
+  std::map<uint64_t, uint64_t> region_last_write_;   // region -> seq of the last write started
+  std::map<uint64_t, int> region_inflight_;          // region -> running writes
+  // Regions that stay unstable until the next open reconciles them: written by a write that
+  // failed (it may have landed on some replicas only), or unstable while a healthy replica failed
+  // without being marked out (a replica that crashed and came back lost its unsynced writes).
+  std::set<uint64_t> pinned_unstable_;
+  std::vector<ResyncProgress> progress_;
+
+  std::mutex markout_mu_;  // one mark-out at a time: a concurrent one then finds the replica out
+  std::mutex resync_mu_;  // one resync driver at a time
+  std::atomic<bool> stop_{false};
+  std::thread prober_;
 };
 
 }  // namespace unbd::replication

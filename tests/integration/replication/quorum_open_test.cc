@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "backend/admin_client.h"
@@ -26,6 +27,7 @@ class QuorumOpenTest : public ::testing::Test {
   void SetUp() override {
     for (int i = 0; i < 3; ++i) {
       const std::string dir = TestDir("s" + std::to_string(i));
+      dirs_.push_back(dir);
       servers_.push_back(std::make_unique<ServerProcess>(dir, dir + "/data"));
       ASSERT_TRUE(servers_.back()->started());
       v1::Volume vol;
@@ -66,6 +68,14 @@ class QuorumOpenTest : public ::testing::Test {
     return n;
   }
 
+  void TearDown() override {
+    servers_.clear();
+    if (!HasFailure()) {
+      for (const auto& d : dirs_) std::filesystem::remove_all(d);
+    }
+  }
+
+  std::vector<std::string> dirs_;
   std::vector<std::unique_ptr<ServerProcess>> servers_;
   std::vector<ReplicaAddr> all_;
 };

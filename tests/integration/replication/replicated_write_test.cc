@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <thread>
@@ -60,6 +61,13 @@ class ReplicatedWriteTest : public ::testing::Test {
     Status s = backend::AdminClient(targets_[i]).Checksums(ref, 0, kBlocks, &out);
     EXPECT_TRUE(s.ok()) << s.ToString();
     return out;
+  }
+
+  void TearDown() override {
+    servers_.clear();
+    if (!HasFailure()) {
+      for (const auto& d : dirs_) std::filesystem::remove_all(d);
+    }
   }
 
   std::vector<std::string> dirs_, targets_;

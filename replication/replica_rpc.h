@@ -1,0 +1,87 @@
+// ReplicaRpc: the owner's calls to one replica's unbd-server (BlockIo, VolumeAdmin and the
+// Replication primitives of proto/unbd/v1/replication.proto), each with a deadline and returning
+// unbd::Status with the server's code and message. Plus the small helpers every owner-side piece
+// shares: parallel fan-out, fencing detection, replica uuids.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/status.h"
+#include "unbd/v1/io.grpc.pb.h"
+#include "unbd/v1/replication.grpc.pb.h"
+#include "unbd/v1/volume.grpc.pb.h"
+
+namespace unbd::replication {
+
+// Region sets of replication.proto: 0 is the unstable set, p + 1 is PeerSet(p).
+inline constexpr uint32_t kUnstableSetIndex = 0;
+inline constexpr uint32_t PeerSetIndex(size_t replica) {
+  return static_cast<uint32_t>(replica) + 1;
+}
+
+// Runs fn(i) for i in [0, n) on separate threads: a dead replica costs one timeout, not n.
+void ForEachParallel(size_t n, const std::function<void(size_t)>& fn);
+
+// A newer owner holds the replica. The server answers FAILED_PRECONDITION both for "fenced by a
+// newer epoch" and for "this epoch was never opened here" (a replica that missed our open: a
+// replica failure, not a newer owner); unary answers carry only the message to tell them apart.
+bool IsFenced(const Status& s);
+
+// A random RFC 4122 version-4 uuid: the identity of one copy of a volume.
+std::string NewReplicaUuid();
+
+class ReplicaRpc {
+ public:
+  ReplicaRpc(std::string target, std::chrono::milliseconds timeout);
+  const std::string& target() const { return target_; }
+
+  Status Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
+              v1::OpenVolumeResponse* out);
+  // wait_for_ready: a replica that just came back is waited for (within the timeout) instead of
+  // failing at once while the channel is still in its reconnect backoff (a probe).
+  Status Stat(const v1::VolumeRef& ref, v1::Volume* out, bool wait_for_ready = false);
+  Status Create(const std::string& name, uint64_t size_bytes, const std::string& uuid,
+                v1::Volume* out);
+  Status Delete(uint64_t volume_id);
+
+  Status Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
+              std::string* out);
+  Status Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
+               bool fua, uint32_t out_mask);
+  Status Zero(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length, bool discard,
+              uint32_t out_mask);
+  Status Flush(uint64_t volume_id, uint64_t epoch);
+
+  Status PutMeta(uint64_t volume_id, uint64_t epoch, const v1::ReplicaSetMeta& meta);
+  // Regions of one set (ascending) and the replica's region size.
+  Status GetRegions(uint64_t volume_id, uint32_t set, std::vector<uint64_t>* regions,
+                    uint64_t* region_bytes);
+  // Region count of every non-empty set.
+  Status CountRegions(uint64_t volume_id, std::vector<v1::RegionSetCount>* counts,
+                      uint64_t* region_bytes);
+  Status MarkRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                     const std::vector<uint64_t>& regions);
+  // all: the whole set (`regions` ignored).
+  Status ClearRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
+                      const std::vector<uint64_t>& regions, bool all);
+
+ private:
+  void Arm(grpc::ClientContext* ctx) const;
+
+  std::string target_;
+  std::chrono::milliseconds timeout_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::BlockIo::Stub> io_;
+  std::unique_ptr<v1::VolumeAdmin::Stub> admin_;
+  std::unique_ptr<v1::Replication::Stub> repl_;
+};
+
+}  // namespace unbd::replication

@@ -1,0 +1,319 @@
+#include "replication/resync.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <set>
+#include <thread>
+
+#include "replication/replicated_volume.h"
+
+namespace unbd::replication {
+namespace {
+
+constexpr size_t kCheckpointRegions = 32;
+constexpr auto kCheckpointInterval = std::chrono::seconds(1);
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool AllZero(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c == 0; });
+}
+
+}  // namespace
+
+void RateMeter::Add(uint64_t bytes) {
+  pending_ += bytes;
+  const auto now = std::chrono::steady_clock::now();
+  const double dt = std::chrono::duration<double>(now - last_).count();
+  if (dt < 0.2) return;  // sample at most 5 times a second
+  const double sample = pending_ / dt;
+  const double alpha = std::min(1.0, dt / 5.0);
+  rate_ = rate_ == 0 ? sample : rate_ + alpha * (sample - rate_);
+  pending_ = 0;
+  last_ = now;
+}
+
+Status CopyRange(ReplicaRpc& src, uint64_t src_volume, ReplicaRpc& dst, uint64_t dst_volume,
+                 uint64_t epoch, uint64_t offset, uint64_t length, uint32_t max_io_bytes,
+                 uint32_t out_mask, uint64_t* copied) {
+  std::string data;
+  for (uint64_t done = 0; done < length;) {
+    const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(max_io_bytes, length - done));
+    Status s = src.Read(src_volume, epoch, offset + done, piece, &data);
+    if (!s.ok()) return Status::Unavailable("read " + src.target() + ": " + s.ToString());
+    s = AllZero(data) ? dst.Zero(dst_volume, epoch, offset + done, piece, /*discard=*/true, out_mask)
+                      : dst.Write(dst_volume, epoch, offset + done, data, false, out_mask);
+    if (!s.ok()) return Status::Aborted("write " + dst.target() + ": " + s.ToString());
+    done += piece;
+    *copied += piece;
+  }
+  return Status::Ok();
+}
+
+void ResyncJob::Publish(const ResyncProgress& progress) {
+  std::lock_guard lock(v_->mu_);
+  v_->progress_[p_] = progress;
+}
+
+Status ResyncJob::Run() {
+  bool full = false;
+  Status s = Prepare(&full);
+  if (s.ok()) s = Copy(full);
+  ResyncProgress last;
+  {
+    std::lock_guard lock(v_->mu_);
+    last = v_->progress_[p_];
+    if (!s.ok() && v_->replicas_[p_]->state == ReplicaState::kRebuilding) {
+      v_->replicas_[p_]->state = ReplicaState::kOut;
+    }
+  }
+  last.active = false;
+  last.result = s;
+  Publish(last);
+  if (!s.ok()) {
+    // Best effort: the metadata shows it out again (an owner treats REBUILDING as out anyway).
+    v_->meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+      auto* info = m->mutable_replicas(p_);
+      if (info->state() != v1::REPLICA_REBUILDING) return Status::Aborted("not rebuilding");
+      info->set_state(v1::REPLICA_OUT);
+      info->set_state_since_unix_ms(NowMs());
+      return Status::Ok();
+    });
+  }
+  return s;
+}
+
+Status ResyncJob::Prepare(bool* full) {
+  ReplicatedVolume& v = *v_;
+  ReplicaRpc& rpc = *v.replicas_[p_]->rpc;
+  uint64_t vid;
+  {
+    std::lock_guard lock(v.mu_);
+    if (!v.fenced_.ok()) return v.fenced_;
+    if (v.replicas_[p_]->state != ReplicaState::kOut) return Status::Ok();
+    vid = v.replicas_[p_]->volume_id;
+    *full = v.replicas_[p_]->full_rebuild;
+  }
+  const v1::ReplicaSetMeta meta = v.meta_->committed();
+  std::string uuid = meta.replicas(p_).uuid();
+  v1::Volume vol;
+  Status s = rpc.Stat([&] {
+    v1::VolumeRef ref;
+    ref.set_id(vid);
+    return ref;
+  }(), &vol, /*wait_for_ready=*/true);
+  const bool missing = s.code() == Status::Code::kNotFound;
+  if (!s.ok() && !missing) return Status::Unavailable("probe: " + s.ToString());
+  if (missing || vol.replica_uuid() != uuid || vol.name() != v.name_) {
+    // A wiped or replaced copy: a new volume there, rebuilt in full.
+    if (!missing) {
+      spdlog::warn("volume \"{}\": {} volume {} is another copy (uuid \"{}\", expected \"{}\"); "
+                   "deleting it for a full rebuild",
+                   v.name_, rpc.target(), vid, vol.replica_uuid(), uuid);
+      s = rpc.Delete(vid);
+      if (!s.ok()) return Status::Unavailable("delete stale copy: " + s.ToString());
+    }
+    uuid = NewReplicaUuid();
+    s = rpc.Create(v.name_, v.size_bytes_, uuid, &vol);
+    if (!s.ok()) return Status::Unavailable("recreate for a full rebuild: " + s.ToString());
+    vid = vol.id();
+    *full = true;
+  }
+  s = rpc.Open(vid, v.epoch_, v.options_.client_id, nullptr);
+  if (!s.ok()) return Status::Unavailable("re-open at epoch " + std::to_string(v.epoch_) + ": " +
+                                          s.ToString());
+  const bool is_full = *full;
+  s = v.meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+    auto* info = m->mutable_replicas(p_);
+    info->set_volume_id(vid);
+    info->set_uuid(uuid);
+    info->set_state(v1::REPLICA_REBUILDING);
+    info->set_full_rebuild(is_full);
+    info->set_resync_done_bytes(0);
+    info->set_resync_total_bytes(0);
+    info->set_resync_bytes_per_s(0);
+    info->set_state_since_unix_ms(NowMs());
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  // From here new writes go to the replica too; the ones sent before (marked in PeerSet(p) on
+  // the healthy replicas, not sent to it) must have landed before the dirty set is read.
+  std::unique_lock lock(v.mu_);
+  v.replicas_[p_]->volume_id = vid;
+  v.replicas_[p_]->full_rebuild = is_full;
+  v.replicas_[p_]->state = ReplicaState::kRebuilding;
+  const uint64_t barrier = v.seq_;
+  v.cv_.wait(lock, [&] { return v.inflight_.empty() || *v.inflight_.begin() > barrier; });
+  spdlog::info("volume \"{}\" epoch {}: replica {} ({}) rebuilding ({})", v.name_, v.epoch_, p_,
+               rpc.target(), is_full ? "full" : "incremental");
+  return Status::Ok();
+}
+
+Status ResyncJob::Copy(bool full) {
+  ReplicatedVolume& v = *v_;
+  auto& dst_replica = *v.replicas_[p_];
+  ReplicaRpc& dst = *dst_replica.rpc;
+  const uint64_t rb = v.region_bytes_;
+  const uint64_t nregions = (v.size_bytes_ + rb - 1) / rb;
+  uint64_t dst_vid;
+  std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
+  {
+    std::lock_guard lock(v.mu_);
+    if (dst_replica.state != ReplicaState::kRebuilding) return Status::Ok();  // nothing to do
+    dst_vid = dst_replica.volume_id;
+    for (size_t i : v.IndicesIn(ReplicaState::kHealthy))
+      healthy.push_back({v.replicas_[i]->rpc.get(), v.replicas_[i]->volume_id});
+  }
+  // The dirty set D.
+  std::vector<uint64_t> todo;
+  if (full) {
+    todo.resize(nregions);
+    for (uint64_t r = 0; r < nregions; ++r) todo[r] = r;
+  } else {
+    std::set<uint64_t> d;
+    for (auto [rpc, vid] : healthy) {
+      std::vector<uint64_t> regions;
+      Status s = rpc->GetRegions(vid, PeerSetIndex(p_), &regions, nullptr);
+      if (!s.ok()) return Status::Unavailable("dirty regions on " + rpc->target() + ": " +
+                                              s.ToString());
+      d.insert(regions.begin(), regions.end());
+    }
+    std::vector<uint64_t> own;
+    Status s = dst.GetRegions(dst_vid, kUnstableSetIndex, &own, nullptr);
+    if (!s.ok()) return Status::Unavailable("unstable regions: " + s.ToString());
+    d.insert(own.begin(), own.end());
+    for (uint64_t r : d) {
+      if (r < nregions) todo.push_back(r);
+    }
+  }
+  auto region_len = [&](uint64_t r) { return std::min(rb, v.size_bytes_ - r * rb); };
+  ResyncProgress prog;
+  prog.target = dst.target();
+  prog.active = true;
+  prog.full = full;
+  prog.regions = todo.size();
+  for (uint64_t r : todo) prog.total_bytes += region_len(r);
+  Publish(prog);
+
+  RateMeter rate;
+  const auto start = std::chrono::steady_clock::now();
+  auto last_checkpoint = start;
+  std::vector<uint64_t> copied_regions;
+  auto checkpoint = [&](bool final_state) -> Status {
+    // Copied regions leave the sources' PeerSet(p): no write marks them for p any more (p gets
+    // every write now), so a later resync does not copy them again.
+    std::vector<Status> results(healthy.size());
+    ForEachParallel(healthy.size(), [&](size_t k) {
+      results[k] = healthy[k].first->ClearRegions(healthy[k].second, v.epoch_, PeerSetIndex(p_),
+                                                  copied_regions, false);
+    });
+    for (size_t k = 0; k < healthy.size(); ++k) {
+      if (!results[k].ok() && IsFenced(results[k])) return results[k];
+    }
+    copied_regions.clear();
+    last_checkpoint = std::chrono::steady_clock::now();
+    if (final_state) return Status::Ok();
+    const ResyncProgress snap = prog;
+    return v.meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+      auto* info = m->mutable_replicas(p_);
+      if (info->state() != v1::REPLICA_REBUILDING) return Status::Aborted("no longer rebuilding");
+      info->set_resync_done_bytes(snap.done_bytes);
+      info->set_resync_total_bytes(snap.total_bytes);
+      info->set_resync_bytes_per_s(snap.bytes_per_s);
+      return Status::Ok();
+    });
+  };
+  Status s = checkpoint(false);
+  if (!s.ok()) return s;
+
+  for (uint64_t r : todo) {
+    {
+      std::lock_guard lock(v.mu_);
+      if (!v.fenced_.ok()) return v.fenced_;
+      if (dst_replica.state != ReplicaState::kRebuilding)
+        return Status::Aborted("replica failed a write during the resync");
+      healthy.clear();
+      for (size_t i : v.IndicesIn(ReplicaState::kHealthy))
+        healthy.push_back({v.replicas_[i]->rpc.get(), v.replicas_[i]->volume_id});
+    }
+    if (v.stop_) return Status::Aborted("volume closing");
+    const uint64_t off = r * rb, len = region_len(r);
+    v.locks_.Lock(r);
+    Status cs = Status::Unavailable("no healthy source");
+    for (auto [src, src_vid] : healthy) {
+      cs = CopyRange(*src, src_vid, dst, dst_vid, v.epoch_, off, len, v.max_io_bytes_, 0,
+                     &prog.copied_bytes);
+      if (cs.ok() || cs.code() == Status::Code::kAborted) break;  // Aborted: the target failed
+    }
+    v.locks_.Unlock(r);
+    if (!cs.ok()) return Status::Unavailable("region " + std::to_string(r) + ": " + cs.ToString());
+    copied_regions.push_back(r);
+    prog.done_bytes += len;
+    rate.Add(len);
+    prog.bytes_per_s = rate.rate();
+    if (prog.bytes_per_s == 0) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (secs > 0) prog.bytes_per_s = prog.done_bytes / secs;
+    }
+    prog.eta_seconds =
+        prog.bytes_per_s > 0 ? (prog.total_bytes - prog.done_bytes) / prog.bytes_per_s : 0;
+    Publish(prog);
+    if (copied_regions.size() >= kCheckpointRegions ||
+        std::chrono::steady_clock::now() - last_checkpoint >= kCheckpointInterval) {
+      s = checkpoint(false);
+      if (!s.ok()) return s;
+    }
+    if (v.options_.resync_rate_bytes_per_s > 0) {
+      // Throttle: never ahead of the configured rate since the start.
+      const auto due = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                   std::chrono::duration<double>(
+                                       double(prog.done_bytes) / v.options_.resync_rate_bytes_per_s));
+      std::this_thread::sleep_until(due);
+    }
+  }
+  s = dst.Flush(dst_vid, v.epoch_);
+  if (!s.ok()) return Status::Unavailable("flush: " + s.ToString());
+  s = checkpoint(true);
+  if (!s.ok()) return s;
+  {
+    std::lock_guard lock(v.mu_);
+    if (dst_replica.state != ReplicaState::kRebuilding)
+      return Status::Aborted("replica failed a write during the resync");
+    // From now on writes wait for it. A write that was sent while it was rebuilding and fails
+    // later finds it healthy and marks it out the ordinary way.
+    dst_replica.state = ReplicaState::kHealthy;
+    dst_replica.full_rebuild = false;
+  }
+  prog.eta_seconds = 0;
+  Publish(prog);
+  s = v.meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+    auto* info = m->mutable_replicas(p_);
+    // A mark-out committed in between wins: the copy is then missing a write.
+    if (info->state() != v1::REPLICA_REBUILDING) return Status::Aborted("no longer rebuilding");
+    info->set_state(v1::REPLICA_HEALTHY);
+    info->set_full_rebuild(false);
+    info->set_resync_done_bytes(prog.done_bytes);
+    info->set_resync_total_bytes(prog.total_bytes);
+    info->set_resync_bytes_per_s(prog.bytes_per_s);
+    info->set_state_since_unix_ms(NowMs());
+    return Status::Ok();
+  });
+  if (!s.ok()) {
+    // Safe either way: the replica has every write; the metadata still says REBUILDING, which the
+    // next owner treats as out.
+    spdlog::warn("volume \"{}\": replica {} healthy, but committing it failed: {}", v.name_, p_,
+                 s.ToString());
+    return Status::Ok();
+  }
+  spdlog::info("volume \"{}\" epoch {}: replica {} ({}) healthy again: {} regions, {} bytes copied",
+               v.name_, v.epoch_, p_, dst.target(), prog.regions, prog.copied_bytes);
+  return Status::Ok();
+}
+
+}  // namespace unbd::replication

@@ -1,0 +1,350 @@
+// Degraded operation, reconciliation and resync against three real unbd-server processes:
+// kill -9 of one replica under continuous verified writes (no client error, out on a majority,
+// incremental resync bounded by the dirty set, byte-identical replicas), a wiped replica rebuilt
+// in full, two of three down (writes wait, then complete, nothing lost), an owner killed
+// mid-write (the next open reconciles), two owners racing (one wins, only its data).
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "tests/integration/replication/cluster.h"
+
+namespace unbd::replication {
+namespace {
+
+using testing::Cluster;
+using testing::Pattern;
+
+constexpr uint64_t kVolumeBytes = 64 << 20;
+constexpr uint64_t kHotBlocks = 1024;  // writes go to the first 4 MiB: a small dirty set
+
+class ResyncTest : public Cluster {
+ protected:
+  void SetUp() override {
+    StartServers(3);
+    SetUpVolume("rvol", kVolumeBytes);
+  }
+  ReplicatedVolumeOptions Opts(const std::string& client) {
+    return {.client_id = client,
+            .rpc_timeout = std::chrono::milliseconds(1000),
+            .quorum_wait = std::chrono::seconds(30)};
+  }
+  // Every replica's checksums equal `want` (blocks not in it read as zeros).
+  void ExpectAllEqual(const std::map<uint64_t, std::string>& want) {
+    std::vector<uint64_t> expect(kVolumeBytes / 4096, backend::BlockChecksum(std::string(4096, 0)));
+    for (const auto& [block, data] : want) expect[block] = backend::BlockChecksum(data);
+    for (int i = 0; i < 3; ++i) {
+      const auto got = Checksums(i, "rvol");
+      ASSERT_EQ(got.size(), expect.size());
+      size_t diff = 0;
+      for (size_t b = 0; b < got.size(); ++b) diff += got[b] != expect[b];
+      EXPECT_EQ(diff, 0u) << "replica " << i << ": " << diff << " blocks differ";
+    }
+  }
+};
+
+// Writers on disjoint block ranges that verify a random earlier block of their own after every
+// write; `model` is every acknowledged write.
+class VerifiedWriters {
+ public:
+  VerifiedWriters(ReplicatedVolume* vol, int n) : vol_(vol) {
+    for (int w = 0; w < n; ++w) threads_.emplace_back([this, w, n] { Run(w, n); });
+  }
+  ~VerifiedWriters() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  void WaitOps(uint64_t n) {
+    for (int i = 0; i < 6000 && ops_ < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  uint64_t ops() const { return ops_; }
+  uint64_t errors() const { return errors_; }
+  std::string first_error() {
+    std::lock_guard l(mu_);
+    return first_error_;
+  }
+  std::map<uint64_t, std::string> model() {
+    std::lock_guard l(mu_);
+    return model_;
+  }
+
+ private:
+  void Run(int w, int n) {
+    std::mt19937_64 rng(w + 7);
+    uint64_t seq = 0;
+    std::vector<uint64_t> mine;
+    const uint64_t span = kHotBlocks / n;
+    while (!stop_) {
+      const uint64_t block = w * span + rng() % span;
+      std::string data = Pattern(block, ++seq);
+      Status s = vol_->Write(block * 4096, data);
+      if (!s.ok()) {
+        Fail("write block " + std::to_string(block) + ": " + s.ToString());
+        continue;
+      }
+      std::string expect;
+      uint64_t check;
+      {
+        std::lock_guard l(mu_);
+        if (!model_.count(block)) mine.push_back(block);
+        model_[block] = std::move(data);
+        check = mine[rng() % mine.size()];
+        expect = model_[check];
+      }
+      std::string got;
+      s = vol_->Read(check * 4096, 4096, &got);
+      if (!s.ok()) {
+        Fail("read block " + std::to_string(check) + ": " + s.ToString());
+      } else if (got != expect) {
+        Fail("block " + std::to_string(check) + " read back different data");
+      }
+      ops_++;
+    }
+  }
+  void Fail(const std::string& m) {
+    errors_++;
+    std::lock_guard l(mu_);
+    if (first_error_.empty()) first_error_ = m;
+  }
+
+  ReplicatedVolume* vol_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ops_{0}, errors_{0};
+  std::mutex mu_;
+  std::string first_error_;
+  std::map<uint64_t, std::string> model_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(ResyncTest, KillOneThenIncrementalResyncCopiesOnlyTheDirtyRegions) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
+  const uint64_t rb = vol->region_bytes();
+  VerifiedWriters writers(vol.get(), 2);
+  writers.WaitOps(200);
+  Kill(1);
+  const uint64_t at_kill = writers.ops();
+  writers.WaitOps(at_kill + 300);
+  EXPECT_EQ(writers.errors(), 0u) << writers.first_error();
+  EXPECT_EQ(vol->states()[1], ReplicaState::kOut);
+  // Out on a majority: the survivors' stored metadata says so.
+  for (int i : {0, 2}) EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(1).state(), v1::REPLICA_OUT);
+  const auto dirty = Regions(0, "rvol", PeerSetIndex(1));
+  EXPECT_FALSE(dirty.empty());
+  EXPECT_EQ(dirty, Regions(2, "rvol", PeerSetIndex(1)));
+
+  Restart(1);
+  // The resync runs while the writers go on.
+  Status s = vol->ResyncOut();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const uint64_t after_resync = writers.ops();
+  writers.WaitOps(after_resync + 200);
+  writers.Stop();
+  EXPECT_EQ(writers.errors(), 0u) << writers.first_error();
+  EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
+
+  const ResyncProgress p = vol->resync_progress()[1];
+  EXPECT_FALSE(p.full);
+  EXPECT_TRUE(p.result.ok()) << p.result.ToString();
+  EXPECT_EQ(p.done_bytes, p.total_bytes);
+  // Bounded by the dirty set (what the writers touched: the first 4 MiB, plus regions still
+  // unstable on replica 1), far below the 64 MiB volume.
+  EXPECT_LE(p.copied_bytes, p.regions * rb);
+  EXPECT_LE(p.regions, kHotBlocks * 4096 / rb + 1);
+  EXPECT_LT(p.copied_bytes, kVolumeBytes / 8);
+  std::printf("dirty regions %zu, resync copied %llu bytes of a %llu-byte volume\n", dirty.size(),
+              static_cast<unsigned long long>(p.copied_bytes),
+              static_cast<unsigned long long>(kVolumeBytes));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(1).state(), v1::REPLICA_HEALTHY);
+    EXPECT_TRUE(Regions(i, "rvol", PeerSetIndex(1)).empty()) << "replica " << i;
+  }
+  ASSERT_TRUE(vol->Flush().ok());
+  ExpectAllEqual(writers.model());
+}
+
+TEST_F(ResyncTest, WipedReplicaIsRebuiltInFull) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
+  std::map<uint64_t, std::string> model;
+  for (uint64_t b = 0; b < kVolumeBytes / 4096; b += 97) {
+    model[b] = Pattern(b, 1);
+    ASSERT_TRUE(vol->Write(b * 4096, model[b]).ok());
+  }
+  ASSERT_TRUE(vol->Flush().ok());
+  const std::string old_uuid = Stat(2, "rvol").replica_uuid();
+  Kill(2);
+  Restart(2, /*wipe=*/true);
+  model[5] = Pattern(5, 2);
+  ASSERT_TRUE(vol->Write(5 * 4096, model[5]).ok());  // marks 2 out (it has no such volume)
+  EXPECT_EQ(vol->states()[2], ReplicaState::kOut);
+
+  Status s = vol->ResyncOut();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const ResyncProgress p = vol->resync_progress()[2];
+  EXPECT_TRUE(p.full);
+  EXPECT_EQ(p.total_bytes, kVolumeBytes);
+  EXPECT_EQ(p.done_bytes, kVolumeBytes);
+  const v1::Volume rebuilt = Stat(2, "rvol");
+  EXPECT_NE(rebuilt.replica_uuid(), old_uuid);
+  for (int i = 0; i < 3; ++i) {
+    const v1::ReplicaSetMeta m = Stat(i, "rvol").replica_set();
+    EXPECT_EQ(m.replicas(2).state(), v1::REPLICA_HEALTHY) << "replica " << i;
+    EXPECT_EQ(m.replicas(2).uuid(), rebuilt.replica_uuid());
+    EXPECT_EQ(m.replicas(2).volume_id(), rebuilt.id());
+  }
+  ExpectAllEqual(model);
+  // Reads may use the rebuilt replica now: every block read back is right.
+  for (const auto& [b, data] : model) {
+    std::string got;
+    ASSERT_TRUE(vol->Read(b * 4096, 4096, &got).ok());
+    ASSERT_EQ(got, data) << "block " << b;
+  }
+}
+
+TEST_F(ResyncTest, TwoOfThreeDownWritesWaitThenCompleteNothingLost) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  auto o = Opts("fe");
+  o.quorum_wait = std::chrono::milliseconds(800);
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, o, &vol).ok());
+  std::map<uint64_t, std::string> model;
+  for (uint64_t b = 0; b < 16; ++b) {
+    model[b] = Pattern(b, 1);
+    ASSERT_TRUE(vol->Write(b * 4096, model[b]).ok());
+  }
+  // Durable on every replica (unflushed writes die with a replica's process, by contract).
+  ASSERT_TRUE(vol->Flush().ok());
+  Kill(1);
+  Kill(2);
+  Status s = vol->Write(100 * 4096, Pattern(100, 1));
+  EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("not acknowledged"), std::string::npos) << s.ToString();
+  EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
+
+  vol->set_quorum_wait(std::chrono::seconds(60));
+  std::atomic<bool> done{false};
+  Status ws;
+  std::thread w([&] {
+    ws = vol->Write(101 * 4096, Pattern(101, 1));
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_FALSE(done) << "acknowledged with one of three replicas: " << ws.ToString();
+  Restart(1);
+  w.join();
+  ASSERT_TRUE(ws.ok()) << ws.ToString();
+  model[101] = Pattern(101, 1);
+  EXPECT_EQ(vol->states()[2], ReplicaState::kOut);
+  // The unacknowledged write may or may not be there; it must be the same everywhere.
+  Restart(2);
+  Status rs = vol->ResyncOut();
+  ASSERT_TRUE(rs.ok()) << rs.ToString();
+  ASSERT_TRUE(vol->Flush().ok());
+  vol.reset();
+  // A new owner's open reconciles: the unacknowledged write to block 100 (on replica 0 only)
+  // stays pinned unstable across the flush above, so the replicas agree on it afterwards.
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe-2"), &vol).ok());
+  EXPECT_GE(vol->open_stats().reconciled_regions, 1u);
+  std::string b100;
+  ASSERT_TRUE(vol->Read(100 * 4096, 4096, &b100).ok());
+  if (b100 != std::string(4096, 0)) model[100] = b100;
+  // Every acknowledged write is there on every replica, and they agree on the rest.
+  ExpectAllEqual(model);
+}
+
+TEST_F(ResyncTest, OwnerKilledMidWriteNextOpenReconciles) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe-1"), &vol).ok());
+  std::map<uint64_t, std::string> model;
+  for (uint64_t b = 0; b < 8; ++b) {
+    model[b] = Pattern(b, 1);
+    ASSERT_TRUE(vol->Write(b * 4096, model[b]).ok());
+  }
+  ASSERT_TRUE(vol->Flush().ok());
+  // The owner dies with a write to block 3000 sent to replica 0 only (never acknowledged).
+  ASSERT_TRUE(backend::IoClient(targets_[0])
+                  .Write(replicas_[0].volume_id, vol->epoch(), 3000 * 4096, Pattern(3000, 9))
+                  .ok());
+  const uint64_t old_epoch = vol->epoch();
+  vol.reset();
+  EXPECT_NE(Checksums(0, "rvol"), Checksums(1, "rvol")) << "the setup must leave replicas apart";
+
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe-2"), &vol).ok());
+  EXPECT_GT(vol->epoch(), old_epoch);
+  EXPECT_GE(vol->open_stats().reconciled_regions, 1u);
+  const auto c0 = Checksums(0, "rvol");
+  EXPECT_EQ(c0, Checksums(1, "rvol"));
+  EXPECT_EQ(c0, Checksums(2, "rvol"));
+  for (const auto& [b, data] : model) {
+    std::string got;
+    ASSERT_TRUE(vol->Read(b * 4096, 4096, &got).ok());
+    EXPECT_EQ(got, data) << "block " << b;
+  }
+  // The unstable sets were cleared once reconciled.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty());
+}
+
+TEST_F(ResyncTest, FlushClearsTheUnstableRegions) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
+  const uint64_t rb = vol->region_bytes();
+  ASSERT_TRUE(vol->Write(0, Pattern(0, 1)).ok());
+  ASSERT_TRUE(vol->Write(3 * rb, Pattern(3 * rb / 4096, 1)).ok());
+  EXPECT_EQ(Regions(1, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{0, 3}));
+  ASSERT_TRUE(vol->Flush().ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i;
+  }
+}
+
+TEST_F(ResyncTest, RacingOwnersOneWinsDataOnlyTheWinners) {
+  for (int round = 0; round < 5; ++round) {
+    std::unique_ptr<ReplicatedVolume> a, b;
+    Status sa, sb;
+    std::atomic<int> ready{0};
+    auto open = [&](const std::string& id, std::unique_ptr<ReplicatedVolume>* out, Status* s) {
+      ready++;
+      while (ready < 2) {
+      }
+      *s = ReplicatedVolume::Open(replicas_, Opts(id), out);
+    };
+    std::thread ta(open, "owner-a", &a, &sa), tb(open, "owner-b", &b, &sb);
+    ta.join();
+    tb.join();
+    ASSERT_TRUE(sa.ok() || sb.ok()) << sa.ToString() << " / " << sb.ToString();
+    const uint64_t block = 10 + round;
+    Status wa = a ? a->Write(block * 4096, std::string(4096, 'a')) : sa;
+    Status wb = b ? b->Write(block * 4096, std::string(4096, 'b')) : sb;
+    ASSERT_EQ(wa.ok() + wb.ok(), 1) << "round " << round << ": a: " << wa.ToString()
+                                    << " b: " << wb.ToString();
+    const Status& lost = wa.ok() ? wb : wa;
+    EXPECT_EQ(lost.code(), Status::Code::kFailedPrecondition) << lost.ToString();
+    ReplicatedVolume* winner = wa.ok() ? a.get() : b.get();
+    ASSERT_TRUE(winner->Flush().ok());
+    const std::string want(4096, wa.ok() ? 'a' : 'b');
+    for (int i = 0; i < 3; ++i) {
+      std::string got;
+      ASSERT_TRUE(backend::IoClient(targets_[i])
+                      .Read(replicas_[i].volume_id, winner->epoch(), block * 4096, 4096, &got)
+                      .ok());
+      EXPECT_EQ(got, want) << "replica " << i << " round " << round;
+    }
+    // The loser cannot shrink the winner's healthy set either.
+    ReplicatedVolume* loser = wa.ok() ? b.get() : a.get();
+    if (loser) {
+      EXPECT_FALSE(loser->Write(0, std::string(4096, 'x')).ok());
+    }
+    EXPECT_EQ(winner->meta().replicas_size(), 3);
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(i).state(), v1::REPLICA_HEALTHY);
+  }
+}
+
+}  // namespace
+}  // namespace unbd::replication
