@@ -1,5 +1,8 @@
 // `unbd volume create|list|stat|delete|resize --server HOST:PORT [--json]`: volume administration
 // on one unbd-server through backend::AdminClient.
+// Replicated volumes (docs/replication.md): `unbd volume create NAME --size S --replicas a:p,b:p,c:p`,
+// `unbd volume status NAME --replicas ... [--json]` and
+// `unbd volume replace-replica NAME OLD NEW --replicas ...`, through replication/.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -9,6 +12,9 @@
 
 #include "backend/admin_client.h"
 #include "cli/commands.h"
+#include "replication/replica_meta.h"
+#include "replication/replicated_volume.h"
+#include "replication/volume_status.h"
 
 namespace unbd::cli {
 namespace {
@@ -18,6 +24,10 @@ struct VolumeOptions {
   bool json = false;
   std::string volume;
   std::string size;
+  std::string replicas;  // a:p,b:p,c:p (replicated volumes)
+  std::string old_replica, new_replica;
+  bool rebuild = false;
+  int timeout_ms = 5000;
 };
 
 // "10G", "512M", "4096", "1T" (binary units) -> bytes; false on garbage or overflow.
@@ -107,6 +117,195 @@ void Emit(const VolumeOptions& o, const v1::Volume& v, const char* verb) {
   PrintVolume(v);
 }
 
+
+// "host:port" with a non-empty host and a port in 1..65535.
+bool ValidTarget(const std::string& t) {
+  const size_t colon = t.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == t.size()) return false;
+  const std::string port = t.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  const int p = std::stoi(port);
+  return p >= 1 && p <= 65535;
+}
+
+std::vector<std::string> RequireReplicas(const VolumeOptions& o) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= o.replicas.size()) {
+    const size_t comma = o.replicas.find(',', start);
+    const std::string t =
+        o.replicas.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!ValidTarget(t)) {
+      throw Exit{2, "--replicas " + o.replicas + ": \"" + t +
+                        "\" is not HOST:PORT (expected a comma-separated list like "
+                        "10.0.0.1:7420,10.0.0.2:7420,10.0.0.3:7420)"};
+    }
+    for (const auto& seen : out) {
+      if (seen == t) throw Exit{2, "--replicas: " + t + " listed twice"};
+    }
+    out.push_back(t);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (out.empty() || out.size() > 5) {
+    throw Exit{2, "--replicas: " + std::to_string(out.size()) +
+                      " replicas; a replicated volume has 1 to 5"};
+  }
+  return out;
+}
+
+void CheckReplicated(const Status& s, const std::string& what) {
+  if (s.ok()) return;
+  throw Exit{s.code() == Status::Code::kInvalidArgument ? 2 : 1, what + ": " + s.ToString()};
+}
+
+std::string Eta(double seconds) {
+  if (seconds <= 0) return "-";
+  char buf[32];
+  const auto s = static_cast<unsigned long long>(seconds + 0.5);
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lluh%02llum", s / 3600, s / 60 % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llum%02llus", s / 60, s % 60);
+  }
+  return buf;
+}
+
+const char* HealthName(replication::VolumeHealth h) {
+  switch (h) {
+    case replication::VolumeHealth::kHealthy:
+      return "healthy";
+    case replication::VolumeHealth::kDegraded:
+      return "degraded";
+    case replication::VolumeHealth::kNoMajority:
+      return "no majority";
+  }
+  return "?";
+}
+
+// The dirty-region sets of one replica as "unstable=3 out[1]=17".
+std::string DirtyText(const std::map<uint32_t, uint64_t>& dirty) {
+  std::string out;
+  for (const auto& [set, n] : dirty) {
+    out += out.empty() ? "" : " ";
+    out += set == replication::kUnstableSetIndex ? "unstable=" + std::to_string(n)
+                                                 : "for[" + std::to_string(set - 1) +
+                                                       "]=" + std::to_string(n);
+  }
+  return out.empty() ? "-" : out;
+}
+
+void PrintStatus(const replication::VolumeStatusView& v, bool json) {
+  const auto& m = v.meta;
+  if (json) {
+    nlohmann::json reps = nlohmann::json::array();
+    for (size_t i = 0; i < v.replicas.size(); ++i) {
+      const auto& r = v.replicas[i];
+      nlohmann::json j = {{"address", r.target}, {"reachable", r.status.ok()}};
+      if (!r.status.ok()) j["error"] = r.status.ToString();
+      if (r.status.ok()) {
+        j["volume_id"] = r.volume.id();
+        j["uuid"] = r.volume.replica_uuid();
+        j["epoch"] = r.volume.epoch();
+        nlohmann::json d = nlohmann::json::object();
+        for (const auto& [set, n] : r.dirty) {
+          d[set == replication::kUnstableSetIndex ? "unstable"
+                                                  : "for_replica_" + std::to_string(set - 1)] = n;
+        }
+        j["dirty_regions"] = d;
+      }
+      if (static_cast<int>(i) < m.replicas_size()) {
+        const auto& info = m.replicas(i);
+        j["index"] = i;
+        j["state"] = replication::StateName(info.state());
+        j["full_rebuild"] = info.full_rebuild();
+        j["state_since_unix_ms"] = info.state_since_unix_ms();
+        if (info.state() == v1::REPLICA_REBUILDING) {
+          const uint64_t total = info.resync_total_bytes(), done = info.resync_done_bytes();
+          j["resync"] = {{"done_bytes", done},
+                         {"total_bytes", total},
+                         {"left_bytes", total - std::min(done, total)},
+                         {"percent", total ? 100.0 * done / total : 0.0},
+                         {"bytes_per_s", info.resync_bytes_per_s()},
+                         {"eta_seconds", info.resync_bytes_per_s() > 0
+                                             ? (total - std::min(done, total)) /
+                                                   info.resync_bytes_per_s()
+                                             : 0.0}};
+        }
+      } else {
+        j["state"] = "not in the replica set";
+      }
+      reps.push_back(j);
+    }
+    nlohmann::json out = {{"name", v.name},
+                          {"health", HealthName(v.health)},
+                          {"size_bytes", m.size_bytes()},
+                          {"region_bytes", m.region_bytes()},
+                          {"epoch", v.epoch},
+                          {"owner", v.owner},
+                          {"config_version", m.config_version()},
+                          {"written_epoch", m.written_epoch()},
+                          {"replicas_answered", v.answered},
+                          {"replicas", reps}};
+    std::printf("%s\n", out.dump(2).c_str());
+    return;
+  }
+  std::printf("volume:   %s (%s)\n", v.name.c_str(), HealthName(v.health));
+  std::printf("size:     %s (%llu bytes), dirty region %s\n", HumanSize(m.size_bytes()).c_str(),
+              static_cast<unsigned long long>(m.size_bytes()), HumanSize(m.region_bytes()).c_str());
+  std::printf("epoch:    %llu, owner %s\n", static_cast<unsigned long long>(v.epoch),
+              v.owner.empty() ? "-" : v.owner.c_str());
+  std::printf("config:   version %llu written at epoch %llu; %zu of %d replicas answered\n",
+              static_cast<unsigned long long>(m.config_version()),
+              static_cast<unsigned long long>(m.written_epoch()), v.answered, m.replicas_size());
+  std::printf("%-3s %-22s %-8s %-11s %-8s %-11s %-8s %s\n", "#", "ADDRESS", "VOLUME", "STATE",
+              "RESYNC", "LEFT", "ETA", "DIRTY REGIONS");
+  for (size_t i = 0; i < v.replicas.size(); ++i) {
+    const auto& r = v.replicas[i];
+    std::string state = "-", pct = "-", left = "-", eta = "-";
+    if (static_cast<int>(i) < m.replicas_size()) {
+      const auto& info = m.replicas(i);
+      state = replication::StateName(info.state());
+      if (info.state() == v1::REPLICA_REBUILDING) {
+        if (info.full_rebuild()) state += "*";
+        const uint64_t total = info.resync_total_bytes();
+        const uint64_t done = std::min(info.resync_done_bytes(), total);
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "%.1f%%", total ? 100.0 * done / total : 0.0);
+        pct = buf;
+        left = HumanSize(total - done);
+        eta = info.resync_bytes_per_s() > 0 ? Eta((total - done) / info.resync_bytes_per_s())
+                                            : "-";
+      }
+    } else {
+      state = "(not a member)";
+    }
+    std::printf("%-3zu %-22s %-8s %-11s %-8s %-11s %-8s %s\n", i, r.target.c_str(),
+                r.status.ok() ? std::to_string(r.volume.id()).c_str() : "?", state.c_str(),
+                pct.c_str(), left.c_str(), eta.c_str(),
+                r.status.ok() ? DirtyText(r.dirty).c_str() : r.status.ToString().c_str());
+  }
+}
+
+// The replica set as the servers name it: each target's id for the volume (0 where unknown, so
+// the open counts it missing).
+std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& targets,
+                                              const std::string& name, int timeout_ms) {
+  std::vector<replication::ReplicaAddr> out(targets.size());
+  replication::ForEachParallel(targets.size(), [&](size_t i) {
+    out[i].target = targets[i];
+    v1::VolumeRef ref;
+    ref.set_name(name);
+    v1::Volume vol;
+    if (replication::ReplicaRpc(targets[i], std::chrono::milliseconds(timeout_ms))
+            .Stat(ref, &vol)
+            .ok()) {
+      out[i].volume_id = vol.id();
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 void RegisterVolumeCommands(CLI::App& app) {
@@ -127,9 +326,34 @@ void RegisterVolumeCommands(CLI::App& app) {
   CLI::App* create = vol->add_subcommand("create", "Create a volume");
   create->add_option("name", opts->volume, "Unique volume name")->required();
   create->add_option("--size", opts->size, "Size, e.g. 10G (multiple of 4 KiB)")->required();
+  create->add_option("--replicas", opts->replicas,
+                     "Replicated volume: its servers, HOST:PORT,HOST:PORT,... (1 to 5)");
   add_common(create);
   create->callback([opts] {
     const uint64_t size = RequireSize(*opts);
+    if (!opts->replicas.empty()) {
+      const auto targets = RequireReplicas(*opts);
+      std::vector<replication::ReplicaAddr> set;
+      CheckReplicated(replication::ReplicatedVolume::Create(targets, opts->volume, size, &set),
+                      "create");
+      if (opts->json) {
+        nlohmann::json reps = nlohmann::json::array();
+        for (const auto& r : set) reps.push_back({{"address", r.target}, {"volume_id", r.volume_id}});
+        std::printf("%s\n", nlohmann::json{{"name", opts->volume},
+                                           {"size_bytes", size},
+                                           {"replicas", reps}}
+                                 .dump(2)
+                                 .c_str());
+        return;
+      }
+      std::printf("created replicated volume \"%s\" (%s) on %zu replicas:\n",
+                  opts->volume.c_str(), HumanSize(size).c_str(), set.size());
+      for (const auto& r : set) {
+        std::printf("  %s volume %llu\n", r.target.c_str(),
+                    static_cast<unsigned long long>(r.volume_id));
+      }
+      return;
+    }
     backend::AdminClient c(opts->server);
     v1::Volume v;
     Check(c.Create(opts->volume, size, &v), *opts);
@@ -192,6 +416,84 @@ void RegisterVolumeCommands(CLI::App& app) {
     v1::Volume v;
     Check(c.Resize(backend::ParseVolumeRef(opts->volume), size, &v), *opts);
     Emit(*opts, v, "resized");
+  });
+
+  CLI::App* status = vol->add_subcommand(
+      "status", "Replicated volume: majority view of its metadata, replica states, resync progress "
+                "(exit 0 healthy, 1 degraded, 2 no majority)");
+  status->add_option("volume", opts->volume, "Volume name")->required();
+  status->add_option("--replicas", opts->replicas, "Its servers, HOST:PORT,HOST:PORT,...")
+      ->required();
+  status->add_option("--timeout-ms", opts->timeout_ms, "Per-replica RPC timeout")
+      ->capture_default_str();
+  add_common(status);
+  status->callback([opts] {
+    const auto targets = RequireReplicas(*opts);
+    replication::VolumeStatusView view;
+    CheckReplicated(replication::GatherVolumeStatus(targets, opts->volume,
+                                                    std::chrono::milliseconds(opts->timeout_ms),
+                                                    &view),
+                    "status");
+    if (view.meta.config_version() == 0) {
+      std::string why;
+      for (const auto& r : view.replicas) {
+        why += (why.empty() ? "" : "; ") + r.target + ": " +
+               (r.status.ok() ? "no replica metadata" : r.status.ToString());
+      }
+      throw Exit{2, "volume \"" + opts->volume + "\": no replica metadata on any answering "
+                    "replica (" + why + ")"};
+    }
+    PrintStatus(view, opts->json);
+    if (view.health != replication::VolumeHealth::kHealthy) {
+      throw Exit{static_cast<int>(view.health), ""};
+    }
+  });
+
+  CLI::App* replace = vol->add_subcommand(
+      "replace-replica",
+      "Replicated volume: replace replica OLD by a new copy on NEW (rebuilt in full by the next "
+      "owner, or now with --rebuild). Opens the volume as its owner: detach it first");
+  replace->add_option("volume", opts->volume, "Volume name")->required();
+  replace->add_option("old", opts->old_replica, "Replica to replace, HOST:PORT")->required();
+  replace->add_option("new", opts->new_replica, "New replica's server, HOST:PORT")->required();
+  replace->add_option("--replicas", opts->replicas, "Its servers, HOST:PORT,HOST:PORT,...")
+      ->required();
+  replace->add_flag("--rebuild", opts->rebuild, "Rebuild the new replica before returning");
+  replace->add_option("--timeout-ms", opts->timeout_ms, "Per-replica RPC timeout")
+      ->capture_default_str();
+  add_common(replace);
+  replace->callback([opts] {
+    const auto targets = RequireReplicas(*opts);
+    for (const auto* t : {&opts->old_replica, &opts->new_replica}) {
+      if (!ValidTarget(*t)) throw Exit{2, "\"" + *t + "\" is not HOST:PORT"};
+    }
+    if (opts->old_replica == opts->new_replica) throw Exit{2, "OLD and NEW are the same server"};
+    std::unique_ptr<replication::ReplicatedVolume> v;
+    replication::ReplicatedVolumeOptions o;
+    o.client_id = "cli/replace-replica/" + replication::NewReplicaUuid();
+    o.rpc_timeout = std::chrono::milliseconds(opts->timeout_ms);
+    o.quorum_wait = std::chrono::milliseconds(opts->timeout_ms);
+    CheckReplicated(replication::ReplicatedVolume::Open(
+                        Resolve(targets, opts->volume, opts->timeout_ms), o, &v),
+                    "open \"" + opts->volume + "\"");
+    CheckReplicated(v->ReplaceReplica(opts->old_replica, opts->new_replica), "replace-replica");
+    Status rebuilt;
+    if (opts->rebuild) rebuilt = v->ResyncOut();
+    if (opts->json) {
+      const auto meta = v->meta();
+      std::printf("%s\n", nlohmann::json{{"name", opts->volume},
+                                         {"replaced", opts->old_replica},
+                                         {"by", opts->new_replica},
+                                         {"config_version", meta.config_version()},
+                                         {"rebuilt", opts->rebuild && rebuilt.ok()}}
+                              .dump(2)
+                              .c_str());
+    } else {
+      std::printf("volume \"%s\": replica %s replaced by %s%s\n", opts->volume.c_str(),
+                  opts->old_replica.c_str(), opts->new_replica.c_str(),
+                  opts->rebuild ? (rebuilt.ok() ? ", rebuilt" : "") : "; the next owner rebuilds it");
+    }
+    CheckReplicated(rebuilt, "rebuild");
   });
 }
 

@@ -1,0 +1,89 @@
+#!/bin/sh
+# `unbd volume create --replicas`, `unbd volume status` and `unbd volume replace-replica` against
+# four real unbd-servers: exit codes 0 healthy / 1 degraded / 2 no majority, --json, bad input.
+# Usage: cli_replication_test.sh UNBD_BIN UNBD_SERVER_BIN
+set -eu
+unbd=$1 server=$2
+dir=$(mktemp -d)
+pids=""
+cleanup() { for p in $pids; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+# start N [PORT]: server N on PORT (0: ephemeral); its address in $dir/addrN, pid in $dir/pidN.
+start() {
+  rm -f "$dir/ports$1"
+  "$server" --listen "127.0.0.1:${2:-0}" --data-dir "$dir/db$1" --port-file "$dir/ports$1" \
+    --log-level warn 2>>"$dir/log$1" &
+  echo $! >"$dir/pid$1"
+  pids="$pids $!"
+  i=0; while [ ! -s "$dir/ports$1" ]; do i=$((i+1)); [ $i -lt 200 ] || fail "server $1 did not start"; sleep 0.05; done
+  echo "127.0.0.1:$(head -1 "$dir/ports$1")" >"$dir/addr$1"
+}
+stop() { kill -9 "$(cat "$dir/pid$1")"; wait "$(cat "$dir/pid$1")" 2>/dev/null || true; }
+addr() { cat "$dir/addr$1"; }
+port() { addr "$1" | cut -d: -f2; }
+for n in 1 2 3 4; do start $n; done
+reps="$(addr 1),$(addr 2),$(addr 3)"
+
+# Bad input is refused with exit 2 and says why.
+set +e
+"$unbd" volume create v --size 64M --replicas "$(addr 1),nonsense" 2>"$dir/err"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "bad target: exit $rc"
+grep -q 'is not HOST:PORT' "$dir/err" || fail "bad target message: $(cat "$dir/err")"
+set +e
+"$unbd" volume create v --size 64M --replicas "$(addr 1),$(addr 1)" 2>"$dir/err"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "duplicate replica: exit $rc"
+grep -q 'listed twice' "$dir/err" || fail "duplicate replica message: $(cat "$dir/err")"
+
+"$unbd" volume create v --size 64M --replicas "$reps" >"$dir/out" || fail "create: $(cat "$dir/out")"
+grep -q 'created replicated volume "v" (64.0 MiB) on 3 replicas' "$dir/out" || fail "create output: $(cat "$dir/out")"
+"$unbd" volume create v --size 64M --replicas "$reps" 2>"$dir/err" && fail "duplicate volume accepted"
+grep -q 'already exists' "$dir/err" || fail "duplicate volume message: $(cat "$dir/err")"
+
+"$unbd" volume status v --replicas "$reps" >"$dir/out" || fail "status of a healthy volume: $(cat "$dir/out")"
+grep -q 'volume:   v (healthy)' "$dir/out" || fail "status output: $(cat "$dir/out")"
+[ "$(grep -c ' healthy ' "$dir/out")" = 3 ] || fail "3 healthy replicas: $(cat "$dir/out")"
+"$unbd" volume status v --replicas "$reps" --json >"$dir/json" || fail "status --json"
+grep -q '"health": "healthy"' "$dir/json" || fail "json health: $(cat "$dir/json")"
+grep -q '"config_version": 1' "$dir/json" || fail "json config_version: $(cat "$dir/json")"
+[ "$(grep -c '"state": "healthy"' "$dir/json")" = 3 ] || fail "json states: $(cat "$dir/json")"
+
+# One replica down: degraded (exit 1); two down: no majority (exit 2).
+stop 3
+set +e
+"$unbd" volume status v --replicas "$reps" --timeout-ms 500 >"$dir/out"; rc=$?
+set -e
+[ $rc -eq 1 ] || fail "one replica down: exit $rc: $(cat "$dir/out")"
+grep -q 'degraded' "$dir/out" || fail "degraded output: $(cat "$dir/out")"
+stop 2
+set +e
+"$unbd" volume status v --replicas "$reps" --timeout-ms 500 --json >"$dir/json"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "two replicas down: exit $rc"
+grep -q '"health": "no majority"' "$dir/json" || fail "no majority json: $(cat "$dir/json")"
+start 2 "$(port 2)"
+start 3 "$(port 3)"
+"$unbd" volume status v --replicas "$reps" >/dev/null || fail "healthy again after the restarts"
+
+# Replace replica 3 by server 4 and rebuild it now.
+"$unbd" volume replace-replica v "$(addr 3)" "$(addr 3)" --replicas "$reps" 2>"$dir/err" && fail "OLD == NEW accepted"
+"$unbd" volume replace-replica v 127.0.0.1:9 "$(addr 4)" --replicas "$reps" 2>"$dir/err" && fail "unknown OLD accepted"
+grep -q 'not a replica of volume' "$dir/err" || fail "unknown OLD message: $(cat "$dir/err")"
+"$unbd" volume replace-replica v "$(addr 3)" "$(addr 4)" --replicas "$reps" --rebuild >"$dir/out" \
+  || fail "replace-replica: $(cat "$dir/out")"
+grep -q "replaced by $(addr 4), rebuilt" "$dir/out" || fail "replace output: $(cat "$dir/out")"
+new="$(addr 1),$(addr 2),$(addr 4)"
+"$unbd" volume status v --replicas "$new" >"$dir/out" || fail "status after replace: $(cat "$dir/out")"
+grep -q "$(addr 4) .* healthy" "$dir/out" || fail "new replica healthy: $(cat "$dir/out")"
+# The old set still finds the volume through its metadata (it names the current replica set).
+"$unbd" volume status v --replicas "$(addr 1)" --json >"$dir/json" || fail "status from one member"
+grep -q "\"address\": \"$(addr 4)\"" "$dir/json" || fail "metadata names the new replica: $(cat "$dir/json")"
+
+# Without --rebuild the replacement waits in REBUILDING for the next owner: degraded.
+"$unbd" volume replace-replica v "$(addr 4)" "$(addr 3)" --replicas "$new" >"$dir/out" 2>&1 \
+  && fail "replace onto a server that still holds a copy named v accepted"
+grep -q 'already exists' "$dir/out" || fail "existing copy message: $(cat "$dir/out")"
+echo PASS
