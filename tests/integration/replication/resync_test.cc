@@ -208,6 +208,51 @@ TEST_F(ResyncTest, WipedReplicaIsRebuiltInFull) {
   }
 }
 
+TEST_F(ResyncTest, BackgroundRebuildShowsProgressAndEtaWhileWritesGoOn) {
+  // A throttled full rebuild (64 MiB at 16 MiB/s) started by the owner's own prober: progress
+  // and an ETA are visible to the owner and, checkpointed, in every replica's metadata.
+  std::unique_ptr<ReplicatedVolume> vol;
+  auto o = Opts("fe");
+  o.resync_rate_bytes_per_s = 16 << 20;
+  o.resync_probe_interval = std::chrono::milliseconds(200);
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, o, &vol).ok());
+  Kill(2);
+  Restart(2, /*wipe=*/true);
+  VerifiedWriters writers(vol.get(), 1);
+  ResyncProgress mid;
+  v1::ReplicaInfo mid_meta;
+  for (int i = 0; i < 400; ++i) {
+    // Checkpoints land every 32 regions or second: wait for the first one.
+    mid = vol->resync_progress()[2];
+    mid_meta = Stat(0, "rvol").replica_set().replicas(2);
+    if (mid.active && mid_meta.resync_done_bytes() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_TRUE(mid.active) << "no rebuild started";
+  EXPECT_TRUE(mid.full);
+  EXPECT_EQ(mid.total_bytes, kVolumeBytes);
+  EXPECT_LT(mid.done_bytes, mid.total_bytes);
+  EXPECT_GT(mid.bytes_per_s, 0);
+  EXPECT_GT(mid.eta_seconds, 0);
+  EXPECT_EQ(vol->states()[2], ReplicaState::kRebuilding);
+  EXPECT_EQ(mid_meta.state(), v1::REPLICA_REBUILDING);
+  EXPECT_TRUE(mid_meta.full_rebuild());
+  EXPECT_EQ(mid_meta.resync_total_bytes(), kVolumeBytes);
+  EXPECT_GT(mid_meta.resync_done_bytes(), 0u);
+  std::printf("mid-rebuild: %llu of %llu bytes, %.1f MB/s, ETA %.1f s\n",
+              static_cast<unsigned long long>(mid.done_bytes),
+              static_cast<unsigned long long>(mid.total_bytes), mid.bytes_per_s / 1e6,
+              mid.eta_seconds);
+  for (int i = 0; i < 600 && vol->states()[2] != ReplicaState::kHealthy; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(vol->states()[2], ReplicaState::kHealthy);
+  writers.Stop();
+  EXPECT_EQ(writers.errors(), 0u) << writers.first_error();
+  EXPECT_GT(writers.ops(), 0u);
+  ASSERT_TRUE(vol->Flush().ok());
+  ExpectAllEqual(writers.model());
+}
+
 TEST_F(ResyncTest, TwoOfThreeDownWritesWaitThenCompleteNothingLost) {
   std::unique_ptr<ReplicatedVolume> vol;
   auto o = Opts("fe");
