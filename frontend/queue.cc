@@ -1,6 +1,7 @@
 #include "frontend/queue.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -225,8 +226,11 @@ void Queue::Complete(uint16_t tag, int result) {
   if (!first_completion_logged_) {
     // How long a (re)started daemon takes to serve its first request: the end of a recovery.
     first_completion_logged_ = true;
-    spdlog::info("queue {}: first request (tag {}) served {:.1f} ms after FETCH", q_, tag,
-                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fetched_at_).count());
+    // Wall clock too, so a test can line it up with when it killed the previous daemon.
+    const auto wall = std::chrono::system_clock::now().time_since_epoch();
+    spdlog::info("queue {} (pid {}): first request (tag {}) served {:.1f} ms after FETCH, at {} us", q_, getpid(), tag,
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fetched_at_).count(),
+                 std::chrono::duration_cast<std::chrono::microseconds>(wall).count());
   }
   // The kernel copies READ data from the address passed with the commit; it is the buffer the
   // request was served from. Later writes (without NEED_GET_DATA) land in the tag's own buffer.
