@@ -301,6 +301,12 @@ std::vector<ResyncProgress> ReplicatedVolume::resync_progress() const {
   return progress_;
 }
 
+std::vector<size_t> ReplicatedVolume::HealthySourcesFirst() const {
+  std::vector<size_t> out = IndicesIn(ReplicaState::kHealthy);
+  std::stable_partition(out.begin(), out.end(), [&](size_t i) { return !replicas_[i]->suspect; });
+  return out;
+}
+
 std::vector<size_t> ReplicatedVolume::IndicesIn(ReplicaState s) const {
   std::vector<size_t> out;
   for (size_t i = 0; i < replicas_.size(); ++i) {
@@ -409,6 +415,7 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
   std::lock_guard lock(mu_);
   for (size_t p : to_mark) {
     replicas_[p]->state = ReplicaState::kOut;
+    replicas_[p]->suspect = false;
     spdlog::warn("volume \"{}\" epoch {}: replica {} ({}) marked out ({} regions dirty for it): {}",
                  name_, epoch_, p, replicas_[p]->rpc->target(), list.size(), why);
   }
@@ -549,6 +556,7 @@ Status ReplicatedVolume::FanOut(Op op, uint64_t offset, uint64_t length, std::st
       std::lock_guard lock(mu_);
       for (const auto& [r, s] : region_last_write_) pinned_unstable_.insert(r);
       for (uint64_t r = first; r <= last && first != UINT64_MAX; ++r) pinned_unstable_.insert(r);
+      for (size_t i : failed) replicas_[i]->suspect = true;
     }
     if (IsFenced(m) || m.code() == Status::Code::kFailedPrecondition) {
       FailIncarnation(m);
@@ -644,18 +652,23 @@ Status ReplicatedVolume::Flush() {
 Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out) {
   static std::atomic<uint32_t> rotor{0};
   std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
+  size_t trusted = 0;
   {
     std::lock_guard lock(mu_);
     if (!fenced_.ok()) return fenced_;
-    for (size_t i : IndicesIn(ReplicaState::kHealthy))
+    for (size_t i : HealthySourcesFirst()) {
       healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id});
+      trusted += !replicas_[i]->suspect;
+    }
   }
   if (healthy.empty()) return Status::Unavailable("read: no healthy replica");
-  // Spread reads; latency-based choice comes with the streaming target.
-  const size_t start = rotor++ % healthy.size();
+  // Spread reads over the trusted replicas (suspects only as a fallback); latency-based choice
+  // comes with the streaming target.
+  const size_t spread = trusted ? trusted : healthy.size();
+  const size_t start = rotor++ % spread;
   std::string errors;
   for (size_t k = 0; k < healthy.size(); ++k) {
-    auto [rpc, vid] = healthy[(start + k) % healthy.size()];
+    auto [rpc, vid] = healthy[k < spread ? (start + k) % spread : k];
     Status s = rpc->Read(vid, epoch_, offset, length, out);
     if (s.ok()) return s;
     if (IsFenced(s)) {
@@ -668,25 +681,50 @@ Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out
                              ": every healthy replica failed: " + errors);
 }
 
-Status ReplicatedVolume::ResyncOut() {
-  std::lock_guard serial(resync_mu_);
-  std::vector<size_t> outs;
+void ReplicatedVolume::RetireSuspects() {
+  std::vector<size_t> suspects;
+  size_t healthy;
   {
     std::lock_guard lock(mu_);
-    outs = IndicesIn(ReplicaState::kOut);
+    const auto h = IndicesIn(ReplicaState::kHealthy);
+    healthy = h.size();
+    for (size_t i : h) {
+      if (replicas_[i]->suspect) suspects.push_back(i);
+    }
   }
+  for (size_t p : suspects) {
+    if (healthy - 1 < Majority(replicas_.size())) break;
+    // The regions it may have lost are still unstable (pinned) on the others: MarkOut puts them
+    // in its PeerSet, and the resync copies them back.
+    Status s = MarkOut({p}, UINT64_MAX, 0, "failed while no majority was left, maybe restarted");
+    if (s.ok()) --healthy;
+  }
+}
+
+Status ReplicatedVolume::ResyncOut() {
+  std::lock_guard serial(resync_mu_);
   std::string errors;
-  for (size_t p : outs) {
-    Status s = ResyncJob(this, p).Run();
-    if (!s.ok()) errors += (errors.empty() ? "" : "; ") + replicas_[p]->rpc->target() + ": " +
-                           s.ToString();
+  // Healing one replica can make a suspect one retirable: a few passes.
+  for (int pass = 0; pass < 3 && errors.empty(); ++pass) {
+    RetireSuspects();
+    std::vector<size_t> outs;
+    {
+      std::lock_guard lock(mu_);
+      outs = IndicesIn(ReplicaState::kOut);
+    }
+    if (outs.empty()) break;
+    for (size_t p : outs) {
+      Status s = ResyncJob(this, p).Run();
+      if (!s.ok()) errors += (errors.empty() ? "" : "; ") + replicas_[p]->rpc->target() + ": " +
+                             s.ToString();
+    }
   }
   if (!errors.empty()) return Status::Unavailable("resync: " + errors);
   std::lock_guard lock(mu_);
   for (const auto& r : replicas_) {
-    if (r->state != ReplicaState::kHealthy)
+    if (r->state != ReplicaState::kHealthy || r->suspect)
       return Status::Unavailable("resync: " + r->rpc->target() + " is " +
-                                 ReplicaStateName(r->state));
+                                 (r->suspect ? "suspect" : ReplicaStateName(r->state)));
   }
   return Status::Ok();
 }
@@ -700,7 +738,9 @@ void ReplicatedVolume::ProbeLoop() {
     bool any_out;
     {
       std::lock_guard lock(mu_);
-      any_out = !IndicesIn(ReplicaState::kOut).empty() && fenced_.ok();
+      any_out = fenced_.ok() && (!IndicesIn(ReplicaState::kOut).empty() ||
+                                 std::any_of(replicas_.begin(), replicas_.end(),
+                                             [](const auto& r) { return r->suspect; }));
     }
     if (any_out) {
       Status s = ResyncOut();

@@ -102,6 +102,10 @@ class ReplicatedVolume {
     uint64_t volume_id = 0;                     // guarded by mu_ (a full rebuild may recreate)
     ReplicaState state = ReplicaState::kOut;    // guarded by mu_
     bool full_rebuild = false;                  // guarded by mu_
+    // Failed while it could not be marked out (no majority left), then answered again: it may
+    // have restarted and lost its unsynced writes. Read from last, copied from last, and marked
+    // out (then resynced) as soon as the others are a healthy majority without it.
+    bool suspect = false;  // guarded by mu_
   };
   struct Target {
     size_t index;
@@ -128,6 +132,9 @@ class ReplicatedVolume {
   void FailIncarnation(const Status& s);
   void ClearUnstableAfterFlush(uint64_t flush_seq, const std::vector<uint64_t>& candidates);
   std::vector<size_t> IndicesIn(ReplicaState s) const;  // caller holds mu_
+  std::vector<size_t> HealthySourcesFirst() const;     // caller holds mu_: trusted ones first
+  // Marks suspect replicas out while the rest stay a healthy majority (ResyncOut then heals them).
+  void RetireSuspects();
   void ProbeLoop();
 
   ReplicatedVolumeOptions options_;

@@ -238,7 +238,7 @@ Status ResyncJob::Copy(bool full) {
       if (dst_replica.state != ReplicaState::kRebuilding)
         return Status::Aborted("replica failed a write during the resync");
       healthy.clear();
-      for (size_t i : v.IndicesIn(ReplicaState::kHealthy))
+      for (size_t i : v.HealthySourcesFirst())
         healthy.push_back({v.replicas_[i]->rpc.get(), v.replicas_[i]->volume_id});
     }
     if (v.stop_) return Status::Aborted("volume closing");
