@@ -520,7 +520,8 @@ Status Store::ClearDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set
   if (s.ok()) s = CheckEpoch(*v, epoch);
   if (!s.ok()) return s;
   // No region can be past the end (marks are range-checked and volumes only grow).
-  return all ? dirty_->Clear(volume_id, set, 0, ~0ull) : dirty_->ClearRegions(volume_id, set, regions);
+  if (all) return dirty_->Clear(volume_id, set, 0, ~0ull);
+  return dirty_->ClearRegions(volume_id, set, regions);
 }
 
 Status Store::GetDirtyRegions(uint64_t volume_id, uint32_t set, bool counts_only,

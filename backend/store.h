@@ -78,7 +78,7 @@ struct IoOp {
   uint64_t length = 0;
   std::string_view data = {};       // WRITE payload
   std::string* read_out = nullptr;  // READ destination, resized to `length`
-  uint32_t out_mask = 0;            // replicated volumes: replicas that are out (IoRequest.out_mask)
+  uint32_t out_mask = 0;            // replicated volumes: replicas that are out (IoRequest)
   Status status = {};
   uint64_t current_epoch = 0;       // set when the epoch check failed: the volume's epoch
 };

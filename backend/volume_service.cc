@@ -95,21 +95,27 @@ void VolumeService::Record(std::span<IoOp> ops, uint64_t latency_ns) {
   }
 }
 
-bool VolumeService::HoldsEpoch(uint64_t epoch) {
+bool VolumeService::HeldEpoch(uint64_t* epoch) {
   {
     std::lock_guard l(streams_mu_);
     if (draining_) return false;
   }
   std::ifstream f(hold_writes_file_);
-  uint64_t held = 0;
-  return f && (f >> held) && held == epoch;
+  return f && (f >> *epoch);
+}
+
+bool VolumeService::HoldsEpoch(uint64_t epoch) {
+  uint64_t held;
+  return HeldEpoch(&held) && held == epoch;
 }
 
 bool VolumeService::HoldsBatch(const v1::IoBatch& batch) {
+  uint64_t held;
+  if (!HeldEpoch(&held)) return false;
   for (const auto& r : batch.requests()) {
     const auto op = r.op();
     const bool write = op == v1::OP_WRITE || op == v1::OP_DISCARD || op == v1::OP_WRITE_ZEROES;
-    if (write && HoldsEpoch(r.epoch())) return true;
+    if (write && r.epoch() == held) return true;
   }
   return false;
 }

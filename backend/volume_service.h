@@ -94,6 +94,7 @@ class VolumeService final : public v1::VolumeAdmin::Service,
  private:
 
   grpc::Status SubmitOne(IoOp* op);
+  bool HeldEpoch(uint64_t* epoch);  // the hook file's epoch, if it exists and parses
   bool HoldsEpoch(uint64_t epoch);
   void HoldUnary(uint64_t epoch);
   void Record(std::span<IoOp> ops, uint64_t latency_ns);

@@ -91,8 +91,8 @@ TEST(BackendReplication, MarksRideWithDataAndSurviveKill9AfterFlush) {
     h.out_mask = 0b100;
     char hdr[backend::kMaxIoRequestHeaderBytes];
     v1::IoBatch zc;
-    ASSERT_TRUE(zc.ParseFromString(std::string(hdr, backend::EncodeIoRequestHeader(h, hdr)) +
-                                   payload));
+    ASSERT_TRUE(
+        zc.ParseFromString(std::string(hdr, backend::EncodeIoRequestHeader(h, hdr)) + payload));
     ASSERT_TRUE(stream.Exchange(zc, &done));
     ASSERT_EQ(done.completions(0).code(), 0) << done.completions(0).message();
 
