@@ -205,6 +205,12 @@ nlohmann::json DescribeDevice(CtrlClient* ctrl, int id) {
   return j;
 }
 
+std::string Join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ",") + p;
+  return out;
+}
+
 void PrintDevice(const nlohmann::json& j) {
   std::printf("dev id %d: ", j["dev_id"].get<int>());
   if (j["state"] == "MISSING") {
@@ -223,7 +229,10 @@ void PrintDevice(const nlohmann::json& j) {
     std::string extra;
     if (t == "loop") extra = " file=" + c["loop"]["file"].get<std::string>();
     if (t == "remote")
-      extra = " server=" + c["remote"]["server"].get<std::string>() + " volume=" + c["remote"]["volume"].get<std::string>() +
+      extra = (c["remote"].contains("replicas")
+                   ? " replicas=" + Join(c["remote"]["replicas"].get<std::vector<std::string>>())
+                   : " server=" + c["remote"]["server"].get<std::string>()) +
+              " volume=" + c["remote"]["volume"].get<std::string>() +
               " epoch=" + std::to_string(j["epoch"].get<uint64_t>());
     std::printf("\ttarget %s%s recoveries %u\n", t.c_str(), extra.c_str(), j["recoveries"].get<unsigned>());
   }
@@ -253,9 +262,12 @@ void RegisterDeviceCommands(CLI::App& app) {
     cmd->add_flag("--buffered", *buffered, "loop: never use O_DIRECT");
     cmd->add_option("-s,--size", *size, "null: device size (default 250G)");
     cmd->add_option("--server", cfg->server, "remote: unbd-server HOST:PORT");
+    cmd->add_option("--replicas", cfg->replicas,
+                    "remote: a replicated volume's servers HOST:PORT,HOST:PORT,... (instead of --server)")
+        ->delimiter(',');
     cmd->add_option("--volume", cfg->volume, "remote: volume name");
     cmd->add_option("--retry-deadline-ms", cfg->retry_deadline_ms,
-                    "remote: how long I/O waits out a backend outage before failing (default 30000)");
+                    "remote: how long I/O waits out a backend outage (replicated: for a majority) before failing (default 30000)");
     cmd->callback([cfg, type, size, max_io, buffered] {
       Status s = frontend::ParseTargetType(*type, &cfg->target);
       if (!s.ok()) Fail(s);
@@ -270,6 +282,8 @@ void RegisterDeviceCommands(CLI::App& app) {
         cfg->max_io_bytes = static_cast<uint32_t>(v);
       }
       cfg->direct_io = !*buffered;
+      if (!cfg->replicas.empty() && cfg->target != frontend::TargetType::kRemote)
+        Fail("--replicas applies to the remote target only");
       if (cfg->target == frontend::TargetType::kRemote && cfg->logical_block_size < 4096)
         cfg->logical_block_size = 4096;  // remote volumes address 4 KiB blocks
       s = cfg->Validate();

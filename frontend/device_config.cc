@@ -29,6 +29,30 @@ Status ParseTargetType(const std::string& name, TargetType* out) {
   return Status::Ok();
 }
 
+namespace {
+
+// A replicated volume lives on 1 to 5 distinct servers (docs/replication.md).
+Status ValidateReplicas(const std::vector<std::string>& replicas, const std::string& server) {
+  if (!server.empty())
+    return Status::InvalidArgument("give either --server (one copy) or --replicas (a replicated volume), not both");
+  if (replicas.size() > 5)
+    return Status::InvalidArgument("--replicas: " + std::to_string(replicas.size()) +
+                                   " servers given, a volume has at most 5 replicas");
+  for (size_t i = 0; i < replicas.size(); ++i) {
+    const std::string& r = replicas[i];
+    const auto colon = r.rfind(':');
+    if (r.empty() || colon == std::string::npos || colon == 0 || colon + 1 == r.size())
+      return Status::InvalidArgument("--replicas entry '" + r + "': expected HOST:PORT");
+    for (size_t k = 0; k < i; ++k) {
+      if (replicas[k] == r)
+        return Status::InvalidArgument("--replicas: '" + r + "' is listed twice");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status DeviceConfig::Validate() const {
   if (dev_id < -1 || dev_id > 1048575)
     return Status::InvalidArgument("-n " + std::to_string(dev_id) + ": device id must be 0..1048575");
@@ -48,18 +72,24 @@ Status DeviceConfig::Validate() const {
     return Status::InvalidArgument("--reissue needs --recovery");
   switch (target) {
     case TargetType::kNull:
-      if (!file.empty() || !server.empty() || !volume.empty())
-        return Status::InvalidArgument("the null target takes no -f/--server/--volume");
+      if (!file.empty() || !server.empty() || !volume.empty() || !replicas.empty())
+        return Status::InvalidArgument("the null target takes no -f/--server/--replicas/--volume");
       break;
     case TargetType::kLoop:
       if (file.empty()) return Status::InvalidArgument("the loop target needs -f FILE");
-      if (!server.empty() || !volume.empty())
-        return Status::InvalidArgument("the loop target takes no --server/--volume");
+      if (!server.empty() || !volume.empty() || !replicas.empty())
+        return Status::InvalidArgument("the loop target takes no --server/--replicas/--volume");
       break;
     case TargetType::kRemote:
-      if (server.empty()) return Status::InvalidArgument("the remote target needs --server HOST:PORT");
-      if (server.find(':') == std::string::npos)
-        return Status::InvalidArgument("--server '" + server + "': expected HOST:PORT");
+      if (!replicas.empty()) {
+        Status s = ValidateReplicas(replicas, server);
+        if (!s.ok()) return s;
+      } else {
+        if (server.empty())
+          return Status::InvalidArgument("the remote target needs --server HOST:PORT or --replicas HOST:PORT,...");
+        if (server.find(':') == std::string::npos)
+          return Status::InvalidArgument("--server '" + server + "': expected HOST:PORT");
+      }
       if (volume.empty()) return Status::InvalidArgument("the remote target needs --volume NAME");
       if (!file.empty()) return Status::InvalidArgument("the remote target takes no -f");
       break;
@@ -96,6 +126,7 @@ nlohmann::json ToJson(const DeviceConfig& c) {
       break;
     case TargetType::kRemote:
       j["remote"] = {{"server", c.server}, {"volume", c.volume}, {"retry_deadline_ms", c.retry_deadline_ms}};
+      if (!c.replicas.empty()) j["remote"]["replicas"] = c.replicas;
       break;
   }
   return j;
@@ -127,6 +158,8 @@ Status FromJson(const nlohmann::json& j, DeviceConfig* out) {
         c.server = j.at("remote").at("server").get<std::string>();
         c.volume = j.at("remote").at("volume").get<std::string>();
         c.retry_deadline_ms = j.at("remote").at("retry_deadline_ms").get<uint32_t>();
+        if (j.at("remote").contains("replicas"))
+          c.replicas = j.at("remote").at("replicas").get<std::vector<std::string>>();
         break;
     }
   } catch (const nlohmann::json::exception& e) {

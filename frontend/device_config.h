@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,8 @@ struct DeviceConfig {
   bool direct_io = true;  // try O_DIRECT, fall back to buffered I/O when the file system refuses
   // remote
   std::string server;  // host:port of unbd-server
+  // Replicated volume (docs/replication.md): the servers holding its replicas, instead of server.
+  std::vector<std::string> replicas;
   std::string volume;
   uint32_t retry_deadline_ms = 30000;  // how long I/O rides out a backend outage before failing
 

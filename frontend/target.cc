@@ -4,6 +4,7 @@
 #include "frontend/targets/null.h"
 #ifdef UNBD_HAVE_REMOTE
 #include "frontend/targets/remote.h"
+#include "frontend/targets/replicated.h"
 #endif
 
 namespace unbd::frontend {
@@ -21,6 +22,8 @@ Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, co
       return CreateLoopTarget(config, out);
     case TargetType::kRemote:
 #ifdef UNBD_HAVE_REMOTE
+      // A replicated volume always takes a new ballot (a quorum open): no hint.
+      if (!config.replicas.empty()) return CreateReplicatedTarget(config, out);
       return CreateRemoteTarget(config, out, hint);
 #else
       (void)hint;

@@ -1,0 +1,281 @@
+// The replicated remote target's queue handler against three real unbd-server processes on
+// 127.0.0.1 (no kernel: FakeQueue plays the queue thread): verified random writes land on every
+// replica; a replica killed with requests in flight fails no request and is marked out, and once
+// restarted is resynced to the same per-block checksums; of two targets opening the same volume,
+// the first one's writes are fenced with -EIO and the data is only the winner's.
+#include "frontend/targets/replicated.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/frontend/fake_queue.h"
+#include "tests/integration/replication/cluster.h"
+
+namespace unbd::frontend {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using replication::ReplicaState;
+using replication::testing::Pattern;
+using testing::FakeQueue;
+
+constexpr uint16_t kDepth = 32;
+constexpr uint64_t kVolumeBytes = 64ull << 20;
+constexpr uint64_t kBlocks = kVolumeBytes / 4096;
+constexpr uint32_t kSlotBlocks = 16;  // writes of 1..16 blocks, one per 64 KiB slot per round
+
+class ReplicatedTargetTest : public replication::testing::Cluster {
+ protected:
+  void SetUp() override {
+    StartServers(3);
+    SetUpVolume("rvol", kVolumeBytes);
+  }
+  DeviceConfig Config() {
+    DeviceConfig c;
+    c.target = TargetType::kRemote;
+    c.replicas = targets_;
+    c.volume = "rvol";
+    c.queue_depth = kDepth;
+    c.max_io_bytes = 256 << 10;
+    c.logical_block_size = 4096;
+    c.retry_deadline_ms = 10000;
+    return c;
+  }
+  ReplicatedTargetOptions Options() {
+    ReplicatedTargetOptions o;
+    o.resync_probe_interval = std::chrono::milliseconds(300);
+    o.rpc_timeout = std::chrono::milliseconds(1000);
+    return o;
+  }
+  std::unique_ptr<ReplicatedTarget> OpenTarget() {
+    std::unique_ptr<ReplicatedTarget> t;
+    Status s = ReplicatedTarget::Open(Config(), Options(), &t);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return t;
+  }
+
+  // One round: kDepth writes of 1..16 blocks into distinct 64 KiB slots, every block's data
+  // naming the block and a fresh sequence number; `during` runs while they are in flight;
+  // Every write must complete successfully.
+  // `slots` limits them to the first that many slots (a small dirty set).
+  void WriteRound(FakeQueue& q, QueueHandler* h, const std::function<void()>& during = {},
+                  uint64_t nr_slots = kBlocks / kSlotBlocks) {
+    std::set<uint64_t> slots;
+    while (slots.size() < kDepth) slots.insert(rng_() % nr_slots);
+    uint16_t tag = 0;
+    for (uint64_t slot : slots) {
+      const uint32_t n = 1 + rng_() % kSlotBlocks;
+      const uint64_t first = slot * kSlotBlocks + rng_() % (kSlotBlocks - n + 1);
+      auto& buf = bufs_[tag];
+      buf.resize(n * 4096);
+      for (uint32_t b = 0; b < n; ++b) {
+        const uint64_t seq = ++seq_;
+        std::memcpy(&buf[b * 4096], Pattern(first + b, seq).data(), 4096);
+        expect_[first + b] = seq;
+      }
+      q.Submit(h, {tag, UBLK_IO_OP_WRITE, 0, first * 4096, n * 4096, buf.data()});
+      ++tag;
+    }
+    if (during) during();
+    ASSERT_TRUE(q.Pump(h, std::chrono::seconds(30)));
+    for (tag = 0; tag < kDepth; ++tag) {
+      ASSERT_EQ(q.result(tag), static_cast<int>(bufs_[tag].size())) << "tag " << tag;
+    }
+  }
+  // Reads every block written so far through the target and checks its latest data.
+  void VerifyAll(FakeQueue& q, QueueHandler* h) {
+    std::vector<uint8_t> back(4096);
+    for (const auto& [block, seq] : expect_) {
+      q.Submit(h, {0, UBLK_IO_OP_READ, 0, block * 4096, 4096, back.data()});
+      ASSERT_TRUE(q.Pump(h, std::chrono::seconds(30)));
+      ASSERT_EQ(q.result(0), 4096) << "block " << block;
+      ASSERT_EQ(std::memcmp(back.data(), Pattern(block, seq).data(), 4096), 0)
+          << "block " << block << " does not hold write " << seq;
+    }
+  }
+  void Flush(FakeQueue& q, QueueHandler* h) {
+    q.Submit(h, {0, UBLK_IO_OP_FLUSH, 0, 0, 0, nullptr});
+    ASSERT_TRUE(q.Pump(h, std::chrono::seconds(30)));
+    ASSERT_EQ(q.result(0), 0);
+  }
+  void ExpectIdenticalReplicas() {
+    const auto c0 = Checksums(0, "rvol");
+    ASSERT_EQ(c0.size(), kBlocks);
+    for (int i = 1; i < 3; ++i) {
+      const auto ci = Checksums(i, "rvol");
+      ASSERT_EQ(ci.size(), kBlocks);
+      size_t differ = 0;
+      for (size_t b = 0; b < kBlocks; ++b) differ += c0[b] != ci[b];
+      EXPECT_EQ(differ, 0u) << "replica " << i << " differs from replica 0 in " << differ << " blocks";
+    }
+  }
+
+  std::mt19937_64 rng_{42};
+  uint64_t seq_ = 0;
+  std::map<uint64_t, uint64_t> expect_;  // block -> seq of its last write
+  std::vector<std::vector<uint8_t>> bufs_ = std::vector<std::vector<uint8_t>>(kDepth);
+};
+
+TEST_F(ReplicatedTargetTest, VerifiedRandomWritesLandOnAllThreeReplicas) {
+  auto target = OpenTarget();
+  ASSERT_TRUE(target);
+  EXPECT_EQ(target->size_bytes(), kVolumeBytes);
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  for (int round = 0; round < 12; ++round) WriteRound(q, h.get());
+  // A FUA write, a discard and write-zeroes reach every replica too.
+  std::vector<uint8_t> fua(4096);
+  std::memcpy(fua.data(), Pattern(kBlocks - 1, ++seq_).data(), 4096);
+  expect_[kBlocks - 1] = seq_;
+  q.Submit(h.get(), {0, UBLK_IO_OP_WRITE, UBLK_IO_F_FUA, (kBlocks - 1) * 4096, 4096, fua.data()});
+  q.Submit(h.get(), {1, UBLK_IO_OP_DISCARD, 0, (kBlocks - 64) * 4096, 8 * 4096, nullptr});
+  q.Submit(h.get(), {2, UBLK_IO_OP_WRITE_ZEROES, 0, (kBlocks - 32) * 4096, 8 * 4096, nullptr});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
+  EXPECT_EQ(q.result(0), 4096);
+  EXPECT_EQ(q.result(1), 0);
+  EXPECT_EQ(q.result(2), 0);
+  for (uint64_t b = kBlocks - 64; b < kBlocks - 56; ++b) expect_.erase(b);
+  for (uint64_t b = kBlocks - 32; b < kBlocks - 24; ++b) expect_.erase(b);
+  Flush(q, h.get());
+  VerifyAll(q, h.get());
+  std::vector<uint8_t> back(8 * 4096, 0xff);
+  q.Submit(h.get(), {0, UBLK_IO_OP_READ, 0, (kBlocks - 32) * 4096, 8 * 4096, back.data()});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
+  ASSERT_EQ(q.result(0), 8 * 4096);
+  EXPECT_EQ(back, std::vector<uint8_t>(8 * 4096, 0));
+  h->Stop();
+  for (auto s : target->volume()->states()) EXPECT_EQ(s, ReplicaState::kHealthy);
+  ExpectIdenticalReplicas();
+  // The checksums are of real data: written blocks differ from never-written ones.
+  const auto c0 = Checksums(0, "rvol");
+  EXPECT_NE(c0[expect_.begin()->first], c0[kBlocks - 30]);
+}
+
+TEST_F(ReplicatedTargetTest, KilledReplicaFailsNoRequestIsMarkedOutAndResyncedOnReturn) {
+  auto target = OpenTarget();
+  ASSERT_TRUE(target);
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  for (int round = 0; round < 3; ++round) WriteRound(q, h.get());
+  Flush(q, h.get());
+  // kill -9 replica 2 while a round of writes is in flight: none of them may fail. From here on
+  // writes go to the first 8 MiB only, so the incremental resync must copy at most that.
+  constexpr uint64_t kDirtyBytes = 8 << 20;
+  constexpr uint64_t kDirtySlots = kDirtyBytes / (kSlotBlocks * 4096);
+  WriteRound(q, h.get(), [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    Kill(2);
+  }, kDirtySlots);
+  for (int round = 0; round < 3; ++round) WriteRound(q, h.get(), {}, kDirtySlots);
+  auto states = target->volume()->states();
+  EXPECT_EQ(states[0], ReplicaState::kHealthy);
+  EXPECT_EQ(states[1], ReplicaState::kHealthy);
+  EXPECT_EQ(states[2], ReplicaState::kOut);
+  // The mark-out is committed in the metadata on the survivors.
+  auto meta = Stat(0, "rvol").replica_set();
+  ASSERT_EQ(meta.replicas_size(), 3);
+  EXPECT_EQ(meta.replicas(2).state(), v1::REPLICA_OUT);
+  EXPECT_EQ(meta.replicas(0).state(), v1::REPLICA_HEALTHY);
+
+  // Back on the same port with its data: the target's prober resyncs it while writes go on.
+  Restart(2);
+  const auto until = Clock::now() + std::chrono::seconds(60);
+  int rounds_during_resync = 0;
+  while (target->volume()->states()[2] != ReplicaState::kHealthy && Clock::now() < until) {
+    WriteRound(q, h.get(), {}, kDirtySlots);
+    ++rounds_during_resync;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(target->volume()->states()[2], ReplicaState::kHealthy) << "not resynced within 60 s";
+  const auto progress = target->volume()->resync_progress()[2];
+  EXPECT_FALSE(progress.full);
+  EXPECT_TRUE(progress.result.ok()) << progress.result.ToString();
+  EXPECT_GT(progress.copied_bytes, 0u);
+  EXPECT_LE(progress.copied_bytes, kDirtyBytes) << "the resync copied more than the dirty set";
+  WriteRound(q, h.get());
+  Flush(q, h.get());
+  VerifyAll(q, h.get());
+  h->Stop();
+  EXPECT_EQ(Stat(0, "rvol").replica_set().replicas(2).state(), v1::REPLICA_HEALTHY);
+  ExpectIdenticalReplicas();
+  std::printf("rounds during resync %d, copied %llu KiB of %llu MiB\n", rounds_during_resync,
+              static_cast<unsigned long long>(progress.copied_bytes >> 10),
+              static_cast<unsigned long long>(kVolumeBytes >> 20));
+}
+
+TEST_F(ReplicatedTargetTest, SecondOpenerFencesTheFirstDataOnlyTheWinners) {
+  auto first = OpenTarget();
+  ASSERT_TRUE(first);
+  FakeQueue q1(kDepth), q2(kDepth);
+  std::unique_ptr<QueueHandler> h1, h2;
+  ASSERT_TRUE(first->CreateQueueHandler(&q1, &h1).ok());
+  std::vector<uint8_t> a(4 * 4096, 0xaa), b(4 * 4096, 0xbb), back(4 * 4096);
+  q1.Submit(h1.get(), {0, UBLK_IO_OP_WRITE, 0, 0, 4 * 4096, a.data()});
+  ASSERT_TRUE(q1.Pump(h1.get(), std::chrono::seconds(30)));
+  ASSERT_EQ(q1.result(0), 4 * 4096);
+
+  auto second = OpenTarget();
+  ASSERT_TRUE(second);
+  EXPECT_GT(second->epoch(), first->epoch());
+  ASSERT_TRUE(second->CreateQueueHandler(&q2, &h2).ok());
+  q2.Submit(h2.get(), {0, UBLK_IO_OP_WRITE, 0, 0, 4 * 4096, b.data()});
+  ASSERT_TRUE(q2.Pump(h2.get(), std::chrono::seconds(30)));
+  ASSERT_EQ(q2.result(0), 4 * 4096);
+
+  // The loser's writes (over the winner's block and to a fresh one), flush and read all fail.
+  const auto t0 = Clock::now();
+  q1.Submit(h1.get(), {0, UBLK_IO_OP_WRITE, 0, 0, 4 * 4096, a.data()});
+  q1.Submit(h1.get(), {1, UBLK_IO_OP_WRITE, 0, 100 * 4096, 4 * 4096, a.data()});
+  ASSERT_TRUE(q1.Pump(h1.get(), std::chrono::seconds(30)));
+  EXPECT_EQ(q1.result(0), -EIO);
+  EXPECT_EQ(q1.result(1), -EIO);
+  // Fenced is final at once, not after the quorum wait.
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  q1.Submit(h1.get(), {2, UBLK_IO_OP_FLUSH, 0, 0, 0, nullptr});
+  q1.Submit(h1.get(), {3, UBLK_IO_OP_READ, 0, 0, 4096, back.data()});
+  q1.Submit(h1.get(), {4, UBLK_IO_OP_WRITE, 0, 200 * 4096, 4096, a.data()});
+  ASSERT_TRUE(q1.Pump(h1.get(), std::chrono::seconds(30)));
+  EXPECT_EQ(q1.result(2), -EIO);
+  EXPECT_EQ(q1.result(3), -EIO);
+  EXPECT_EQ(q1.result(4), -EIO);
+  h1->Stop();
+  // Only the winner's data, on every replica.
+  q2.Submit(h2.get(), {0, UBLK_IO_OP_READ, 0, 0, 4 * 4096, back.data()});
+  ASSERT_TRUE(q2.Pump(h2.get(), std::chrono::seconds(30)));
+  ASSERT_EQ(q2.result(0), 4 * 4096);
+  EXPECT_EQ(back, b);
+  q2.Submit(h2.get(), {0, UBLK_IO_OP_READ, 0, 100 * 4096, 4 * 4096, back.data()});
+  ASSERT_TRUE(q2.Pump(h2.get(), std::chrono::seconds(30)));
+  EXPECT_EQ(back, std::vector<uint8_t>(4 * 4096, 0));
+  Flush(q2, h2.get());
+  h2->Stop();
+  ExpectIdenticalReplicas();
+  const auto c0 = Checksums(0, "rvol");
+  EXPECT_EQ(c0[100], c0[5000]) << "the fenced write landed on block 100";
+  EXPECT_EQ(c0[200], c0[5000]) << "the fenced write landed on block 200";
+  EXPECT_NE(c0[0], c0[5000]);
+}
+
+TEST_F(ReplicatedTargetTest, ClearErrorsForAnUnknownVolume) {
+  DeviceConfig c = Config();
+  c.volume = "nope";
+  std::unique_ptr<ReplicatedTarget> t;
+  Status s = ReplicatedTarget::Open(c, Options(), &t);
+  EXPECT_EQ(s.code(), Status::Code::kNotFound) << s.ToString();
+  EXPECT_NE(s.message().find("volume 'nope' not found on any replica"), std::string::npos)
+      << s.ToString();
+}
+
+}  // namespace
+}  // namespace unbd::frontend
