@@ -73,6 +73,14 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
       req.mutable_volume()->set_id(replicas[i].volume_id);
       v1::StatVolumeResponse resp;
       Status s = backend::FromGrpc(stub->StatVolume(&ctx, req, &resp));
+      if (s.code() == Status::Code::kUnavailable) {
+        // One quick retry: a transient connection failure (a loaded machine's handshake) must not
+        // cost the open; a replica that is really down fails again at once (refused).
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        grpc::ClientContext retry;
+        SetDeadline(&retry, options.rpc_timeout);
+        s = backend::FromGrpc(stub->StatVolume(&retry, req, &resp));
+      }
       out->replicas[i].status = s;
       if (s.ok()) out->replicas[i].seen_epoch = resp.volume().epoch();
     });
@@ -104,6 +112,13 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
     req.set_client_id(options.client_id);
     ReplicaOpenResult& r = out->replicas[i];
     r.status = backend::FromGrpc(stub->OpenVolume(&ctx, req, &r.response));
+    if (r.status.code() == Status::Code::kUnavailable) {
+      // As in phase 1; a promise is idempotent for the same client id, so a retry is safe.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      grpc::ClientContext retry;
+      SetDeadline(&retry, options.rpc_timeout);
+      r.status = backend::FromGrpc(stub->OpenVolume(&retry, req, &r.response));
+    }
   });
 
   size_t fenced = 0;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -63,6 +64,20 @@ class Cluster : public ::testing::Test {
     servers_[i] = std::make_unique<ServerProcess>(dirs_[i], dirs_[i] + "/data",
                                                   std::vector<std::string>{}, targets_[i]);
     ASSERT_TRUE(servers_[i]->started()) << servers_[i]->log();
+  }
+
+  // ResyncOut until every replica is healthy, as the owner's prober would (a restarted replica
+  // may still be in its channel's reconnect backoff at the first probe).
+  static Status ResyncUntilHealthy(ReplicatedVolume& vol,
+                                   std::chrono::milliseconds within = std::chrono::seconds(15)) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    Status s;
+    do {
+      s = vol.ResyncOut();
+      if (s.ok()) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    } while (std::chrono::steady_clock::now() < until);
+    return s;
   }
 
   // The volume as server i stores it (by name: a rebuilt copy has a new id).

@@ -141,7 +141,7 @@ TEST_F(ResyncTest, KillOneThenIncrementalResyncCopiesOnlyTheDirtyRegions) {
 
   Restart(1);
   // The resync runs while the writers go on.
-  Status s = vol->ResyncOut();
+  Status s = ResyncUntilHealthy(*vol);
   ASSERT_TRUE(s.ok()) << s.ToString();
   const uint64_t after_resync = writers.ops();
   writers.WaitOps(after_resync + 200);
@@ -185,7 +185,7 @@ TEST_F(ResyncTest, WipedReplicaIsRebuiltInFull) {
   ASSERT_TRUE(vol->Write(5 * 4096, model[5]).ok());  // marks 2 out (it has no such volume)
   EXPECT_EQ(vol->states()[2], ReplicaState::kOut);
 
-  Status s = vol->ResyncOut();
+  Status s = ResyncUntilHealthy(*vol);
   ASSERT_TRUE(s.ok()) << s.ToString();
   const ResyncProgress p = vol->resync_progress()[2];
   EXPECT_TRUE(p.full);
@@ -294,7 +294,7 @@ TEST_F(ResyncTest, TwoOfThreeDownWritesWaitThenCompleteNothingLost) {
     ASSERT_EQ(got, model[b]) << "block " << b << " read from the replica that lost it";
   }
   Restart(2);
-  Status rs = vol->ResyncOut();
+  Status rs = ResyncUntilHealthy(*vol);
   ASSERT_TRUE(rs.ok()) << rs.ToString();
   EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
   EXPECT_GE(vol->resync_progress()[1].regions, 1u) << "the suspect replica was never resynced";
