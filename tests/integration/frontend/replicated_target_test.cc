@@ -133,7 +133,13 @@ TEST_F(ReplicatedTargetTest, VerifiedRandomWritesLandOnAllThreeReplicas) {
   std::unique_ptr<QueueHandler> h;
   ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
   for (int round = 0; round < 12; ++round) WriteRound(q, h.get());
-  // A FUA write, a discard and write-zeroes reach every replica too.
+  // A FUA write, a discard and write-zeroes reach every replica too; the latter two over data.
+  std::vector<uint8_t> ones(8 * 4096, 0x11);
+  q.Submit(h.get(), {0, UBLK_IO_OP_WRITE, 0, (kBlocks - 64) * 4096, 8 * 4096, ones.data()});
+  q.Submit(h.get(), {1, UBLK_IO_OP_WRITE, 0, (kBlocks - 32) * 4096, 8 * 4096, ones.data()});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
+  ASSERT_EQ(q.result(0), 8 * 4096);
+  ASSERT_EQ(q.result(1), 8 * 4096);
   std::vector<uint8_t> fua(4096);
   std::memcpy(fua.data(), Pattern(kBlocks - 1, ++seq_).data(), 4096);
   expect_[kBlocks - 1] = seq_;
@@ -148,11 +154,13 @@ TEST_F(ReplicatedTargetTest, VerifiedRandomWritesLandOnAllThreeReplicas) {
   for (uint64_t b = kBlocks - 32; b < kBlocks - 24; ++b) expect_.erase(b);
   Flush(q, h.get());
   VerifyAll(q, h.get());
-  std::vector<uint8_t> back(8 * 4096, 0xff);
-  q.Submit(h.get(), {0, UBLK_IO_OP_READ, 0, (kBlocks - 32) * 4096, 8 * 4096, back.data()});
-  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
-  ASSERT_EQ(q.result(0), 8 * 4096);
-  EXPECT_EQ(back, std::vector<uint8_t>(8 * 4096, 0));
+  for (uint64_t first : {kBlocks - 64, kBlocks - 32}) {
+    std::vector<uint8_t> back(8 * 4096, 0xff);
+    q.Submit(h.get(), {0, UBLK_IO_OP_READ, 0, first * 4096, 8 * 4096, back.data()});
+    ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
+    ASSERT_EQ(q.result(0), 8 * 4096);
+    EXPECT_EQ(back, std::vector<uint8_t>(8 * 4096, 0)) << "blocks from " << first << " not zeroed";
+  }
   h->Stop();
   for (auto s : target->volume()->states()) EXPECT_EQ(s, ReplicaState::kHealthy);
   ExpectIdenticalReplicas();
