@@ -744,7 +744,7 @@ void ReplicatedVolume::ProbeLoop() {
     }
     if (any_out) {
       Status s = ResyncOut();
-      if (!s.ok()) spdlog::debug("volume \"{}\": {}", name_, s.ToString());
+      if (!s.ok()) spdlog::info("volume \"{}\": resync probe: {}", name_, s.ToString());
     }
   }
 }
