@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "replication/replica_meta.h"
 #include "replication/replica_rpc.h"
 
 namespace unbd::frontend {
@@ -131,22 +132,38 @@ class ReplicatedHandler final : public QueueHandler {
   std::vector<std::thread> workers_;
 };
 
-// The volume's id on each server (0 where it is unknown or unreachable: the open counts it
-// missing and the metadata's replica set wins anyway).
+// The volume's id on each server. Any one answer is enough: each replica stores the replica set
+// (addresses and ids) in its metadata, and the newest copy fills in the servers that did not
+// answer in time (connections to freshly started servers can be slow). Ids still unknown stay 0:
+// the open counts that replica missing.
 std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& targets,
                                               const std::string& name,
                                               std::chrono::milliseconds timeout,
                                               std::vector<Status>* errors) {
   std::vector<replication::ReplicaAddr> out(targets.size());
+  std::vector<v1::Volume> vols(targets.size());
   errors->assign(targets.size(), Status::Ok());
   replication::ForEachParallel(targets.size(), [&](size_t i) {
     out[i].target = targets[i];
     v1::VolumeRef ref;
     ref.set_name(name);
-    v1::Volume vol;
-    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vol);
-    if ((*errors)[i].ok()) out[i].volume_id = vol.id();
+    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vols[i], true);
+    if ((*errors)[i].ok()) out[i].volume_id = vols[i].id();
   });
+  const v1::ReplicaSetMeta* newest = nullptr;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!(*errors)[i].ok() || !vols[i].has_replica_set()) continue;
+    if (!newest || replication::MetaNewer(vols[i].replica_set(), *newest))
+      newest = &vols[i].replica_set();
+  }
+  if (newest) {
+    for (auto& a : out) {
+      if (a.volume_id != 0) continue;
+      for (const auto& r : newest->replicas()) {
+        if (r.address() == a.target) a.volume_id = r.volume_id();
+      }
+    }
+  }
   return out;
 }
 
@@ -180,7 +197,7 @@ Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTarget
   size_t found = 0;
   std::string why;
   for (size_t i = 0; i < addrs.size(); ++i) {
-    if (addrs[i].volume_id != 0) {
+    if (errors[i].ok()) {
       ++found;
     } else {
       why += (why.empty() ? "" : "; ") + config.replicas[i] + ": " + errors[i].ToString();

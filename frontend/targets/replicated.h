@@ -32,7 +32,7 @@ namespace unbd::frontend {
 struct ReplicatedTargetOptions {
   // Interval of the library's prober that re-opens and resyncs out replicas.
   std::chrono::milliseconds resync_probe_interval{2000};
-  std::chrono::milliseconds rpc_timeout{2000};  // per replica per attempt
+  std::chrono::milliseconds rpc_timeout{5000};  // per replica per attempt (--replica-timeout in the design)
   uint32_t workers_per_queue = 8;                // concurrent requests per queue (<= depth)
 };
 
