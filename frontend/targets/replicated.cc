@@ -134,7 +134,8 @@ class ReplicatedHandler final : public QueueHandler {
 
 // The volume's id on each server. Any one answer is enough: each replica stores the replica set
 // (addresses and ids) in its metadata, and the newest copy fills in the servers that did not
-// answer in time (connections to freshly started servers can be slow). Ids still unknown stay 0:
+// answer in time (connections to freshly started servers can be slow; a down one must not cost
+// a timeout, so no wait-for-ready). Ids still unknown stay 0:
 // the open counts that replica missing.
 std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& targets,
                                               const std::string& name,
@@ -147,7 +148,7 @@ std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& ta
     out[i].target = targets[i];
     v1::VolumeRef ref;
     ref.set_name(name);
-    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vols[i], true);
+    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vols[i]);
     if ((*errors)[i].ok()) out[i].volume_id = vols[i].id();
   });
   const v1::ReplicaSetMeta* newest = nullptr;

@@ -275,6 +275,71 @@ TEST_F(ReplicatedTargetTest, SecondOpenerFencesTheFirstDataOnlyTheWinners) {
   EXPECT_NE(c0[0], c0[5000]);
 }
 
+TEST_F(ReplicatedTargetTest, WithoutAMajorityWritesFailAfterTheQuorumWaitThenResume) {
+  DeviceConfig c = Config();
+  c.retry_deadline_ms = 1500;  // the quorum wait
+  std::unique_ptr<ReplicatedTarget> target;
+  ASSERT_TRUE(ReplicatedTarget::Open(c, Options(), &target).ok());
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  WriteRound(q, h.get());
+  Kill(2);
+  WriteRound(q, h.get());  // degraded: replica 2 is marked out, nothing fails
+  ASSERT_EQ(target->volume()->states()[2], ReplicaState::kOut);
+  Kill(1);
+  // Replica 1 cannot be marked out (that needs a majority): the write waits, then fails.
+  std::vector<uint8_t> data(4096, 0x5a);
+  const auto t0 = Clock::now();
+  q.Submit(h.get(), {0, UBLK_IO_OP_WRITE, 0, 7 * 4096, 4096, data.data()});
+  ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
+  const auto waited = Clock::now() - t0;
+  EXPECT_EQ(q.result(0), -EIO);
+  EXPECT_GE(waited, std::chrono::milliseconds(1400));
+  EXPECT_LT(waited, std::chrono::seconds(10));
+  // Replica 1 back (same data, our epoch still promised there): I/O resumes, nothing lost.
+  Restart(1);
+  bool resumed = false;
+  for (int i = 0; i < 40 && !resumed; ++i) {
+    q.Submit(h.get(), {0, UBLK_IO_OP_WRITE, 0, 7 * 4096, 4096, data.data()});
+    ASSERT_TRUE(q.Pump(h.get(), std::chrono::seconds(30)));
+    resumed = q.result(0) == 4096;
+  }
+  ASSERT_TRUE(resumed) << "writes did not resume with a majority back";
+  WriteRound(q, h.get());
+  Flush(q, h.get());
+  VerifyAll(q, h.get());
+  h->Stop();
+}
+
+TEST_F(ReplicatedTargetTest, OpensWithOneReplicaDownWhichStartsOutAndIsResynced) {
+  Kill(1);
+  const auto t0 = Clock::now();
+  auto target = OpenTarget();
+  ASSERT_TRUE(target);
+  const auto open_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  std::printf("open with one replica down: %lld ms\n", static_cast<long long>(open_ms));
+  auto states = target->volume()->states();
+  EXPECT_EQ(states[0], ReplicaState::kHealthy);
+  EXPECT_EQ(states[1], ReplicaState::kOut);
+  EXPECT_EQ(states[2], ReplicaState::kHealthy);
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  for (int round = 0; round < 3; ++round) WriteRound(q, h.get());
+  Restart(1);
+  const auto until = Clock::now() + std::chrono::seconds(60);
+  while (target->volume()->states()[1] != ReplicaState::kHealthy && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(target->volume()->states()[1], ReplicaState::kHealthy) << "not resynced within 60 s";
+  Flush(q, h.get());
+  VerifyAll(q, h.get());
+  h->Stop();
+  ExpectIdenticalReplicas();
+}
+
 TEST_F(ReplicatedTargetTest, ClearErrorsForAnUnknownVolume) {
   DeviceConfig c = Config();
   c.volume = "nope";
