@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -21,12 +23,46 @@
 
 namespace unbd::testing {
 
+// Removes the directories a test made with TestDir once it passed (its servers are gone by
+// then: fixtures and locals are destroyed before OnTestEnd). A failed test keeps them for
+// debugging, and so does every test with UNBD_KEEP_TEST_DIRS=1: a server's RocksDB can reach a
+// gigabyte, and CI machines would fill up.
+class TestDirJanitor : public ::testing::EmptyTestEventListener {
+ public:
+  static TestDirJanitor& Get() {
+    static TestDirJanitor* janitor = [] {
+      auto* j = new TestDirJanitor;  // owned by gtest's listener list
+      ::testing::UnitTest::GetInstance()->listeners().Append(j);
+      return j;
+    }();
+    return *janitor;
+  }
+  void Track(const std::filesystem::path& dir) { dirs_.push_back(dir); }
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    const char* keep = std::getenv("UNBD_KEEP_TEST_DIRS");
+    const bool keep_all = keep != nullptr && std::string(keep) == "1";
+    for (const auto& d : dirs_) {
+      if (info.result()->Passed() && !keep_all) {
+        std::error_code ec;
+        std::filesystem::remove_all(d, ec);
+      } else {
+        std::cerr << "kept test directory " << d.string() << "\n";
+      }
+    }
+    dirs_.clear();
+  }
+
+ private:
+  std::vector<std::filesystem::path> dirs_;
+};
+
 inline std::string TestDir(const std::string& tag) {
   auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   auto dir = std::filesystem::temp_directory_path() /
              ("unbd-it-" + std::to_string(getpid()) + "-" + info->name() + "-" + tag);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  TestDirJanitor::Get().Track(dir);
   return dir;
 }
 
