@@ -225,11 +225,12 @@ Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTarget
   t->config_ = config;
   t->options_ = options;
   t->volume_ = std::move(vol);
+  // In the metadata's order, which may differ from --replicas (a replace happened).
   const auto states = t->volume_->states();
+  const auto set = t->volume_->replica_addrs();
   std::string st;
-  for (size_t i = 0; i < states.size(); ++i) {
-    st += (i ? " " : "") + config.replicas[std::min(i, config.replicas.size() - 1)] + "=" +
-          replication::ReplicaStateName(states[i]);
+  for (size_t i = 0; i < states.size() && i < set.size(); ++i) {
+    st += (i ? " " : "") + set[i].target + "=" + replication::ReplicaStateName(states[i]);
   }
   spdlog::info("volume '{}' opened on {} replicas at epoch {} as {} ({} regions reconciled): {}",
                config.volume, states.size(), t->volume_->epoch(), vo.client_id,
