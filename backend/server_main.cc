@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   std::string port_file;
   uint32_t test_apply_delay_us = 0;
   uint64_t region_bytes = 1ull << 20;
+  uint32_t write_buffer_mib = 128;
   std::string hold_writes_file;
   // Half the cores: gRPC's epoll1 poller is shared by all queues, so every extra queue thread
   // adds wake-up hand-offs (QD1 p50 on 2 cores: 36 us with one thread, 58 us with two), while
@@ -93,6 +94,11 @@ int main(int argc, char** argv) {
         }
         return "";
       });
+  app.add_option("--write-buffer-mib", write_buffer_mib,
+                 "RocksDB memtable size in MiB; the write-ahead log is capped at 8 times this "
+                 "(the store's disk footprint before compaction; lower it on small disks)")
+      ->capture_default_str()
+      ->check(CLI::Range(4u, 4096u));
   app.add_option("--test-hold-writes-file", hold_writes_file,
                  "TEST HOOK, never in production: a WRITE/DISCARD/WRITE_ZEROES (unary or stream) "
                  "whose epoch equals the decimal number in this file waits before its fencing "
@@ -126,6 +132,7 @@ int main(int argc, char** argv) {
   opts.dir = data_dir;
   opts.test_apply_delay_us = test_apply_delay_us;
   opts.region_bytes = region_bytes;
+  opts.write_buffer_bytes = uint64_t{write_buffer_mib} << 20;
   std::unique_ptr<unbd::backend::Store> store;
   if (Status s = unbd::backend::Store::Open(opts, &store); !s.ok()) return fail(s);
 

@@ -109,7 +109,7 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
   // block-device contract); the WalSyncer writes and fsyncs it.
   db_opts.manual_wal_flush = true;
   db_opts.max_background_jobs = 2;
-  db_opts.max_total_wal_size = 1ull << 30;
+  db_opts.max_total_wal_size = 8 * options.write_buffer_bytes;
 
   rocksdb::ColumnFamilyOptions data_opts;
   rocksdb::BlockBasedTableOptions table;
@@ -122,7 +122,7 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
   table.checksum = rocksdb::kXXH3;
   data_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   data_opts.compression = rocksdb::kNoCompression;  // block payloads rarely compress; CPU matters
-  data_opts.write_buffer_size = 128ull << 20;
+  data_opts.write_buffer_size = options.write_buffer_bytes;
   data_opts.max_write_buffer_number = 4;
   data_opts.level_compaction_dynamic_level_bytes = true;
   data_opts.memtable_whole_key_filtering = true;

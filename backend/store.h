@@ -63,6 +63,9 @@ struct StoreOptions {
   // Dirty-region granularity for replicated volumes: a power of two >= 4096, fixed per data
   // directory (Open fails if the directory was created with another size).
   uint64_t region_bytes = 1ull << 20;
+  // Memtable size of the data column family. The WAL is capped at 8x this: together they bound
+  // what a busy store holds outside compacted tables.
+  uint64_t write_buffer_bytes = 128ull << 20;
   // Test-only fault injection: sleep this long between the epoch check and the apply of a write
   // (inside the fence), widening the window a broken fence would expose.
   uint32_t test_apply_delay_us = 0;

@@ -1,0 +1,99 @@
+#!/bin/bash
+# Issue 6's VM scenario: the seeds' kill -9 / recover loop on a 3-replica remote volume while one
+# replica is also killed and restarted. fio writes with crc32c verification through /dev/ublkbN the
+# whole time (back-to-back runs, each must exit 0); the daemon is killed CYCLES times with
+# `unbd recover` at once (every recovery is a new quorum open: the epoch must rise); replica 1 is
+# killed during cycle 2 and restarted on its port during cycle 4. At the end the volume must be
+# healthy again and every block identical on the three replicas (`unbd volume verify`).
+# Usage: recover.sh [CYCLES]
+set -euo pipefail
+. "$UNBD_REPO/tests/vm/guest-lib.sh"
+. "$UNBD_REPO/tests/vm/frontend/lib.sh"
+cycles=${1:-6}
+[ -x "$UNBD_SERVER_BIN" ] || fail "no unbd-server at $UNBD_SERVER_BIN"
+
+declare -a PIDS ADDRS
+# start_replica I [HOST:PORT]: replica I with its own store under /tmp/r$I (restart: same port).
+start_replica() {
+	local i=$1 listen=${2:-127.0.0.1:0}
+	mkdir -p "/tmp/r$i"
+	rm -f "/tmp/r$i/port"
+	"$UNBD_SERVER_BIN" --listen "$listen" --data-dir "/tmp/r$i/db" --port-file "/tmp/r$i/port" --write-buffer-mib 32 \
+		--log-level info >>"/tmp/r$i/server.log" 2>&1 &
+	PIDS[i]=$!
+	wait_until 60 test -s "/tmp/r$i/port" || fail "replica $i did not start: $(tail -5 "/tmp/r$i/server.log")"
+	ADDRS[i]=127.0.0.1:$(head -1 "/tmp/r$i/port")
+}
+save_replica_logs() {
+	for i in 0 1 2; do cp "/tmp/r$i/server.log" "$UNBD_VM_OUT/replica$i.log" 2>/dev/null || true; done
+	save_logs
+}
+trap save_replica_logs EXIT
+
+load_ublk_driver
+for i in 0 1 2; do start_replica "$i"; done
+reps=${ADDRS[0]},${ADDRS[1]},${ADDRS[2]}
+# The first connection to a server just started can miss its SETTINGS frame under TCG: retry.
+wait_until 60 "$UNBD" volume create rv --size 512M --replicas "$reps" || fail "volume create failed"
+dev=$(unbd_add -t remote --replicas "$reps" --volume rv -q 2 --recovery --reissue --need-get-data \
+	--retry-deadline-ms 60000)
+wait_for_blockdev "$dev"
+id=${dev#/dev/ublkb}
+log "$("$UNBD" list -n "$id")"
+
+rm -f /tmp/stop-fio
+(
+	n=0
+	while [ ! -e /tmp/stop-fio ]; do
+		n=$((n + 1))
+		fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-256k --ioengine=libaio --direct=1 \
+			--iodepth=8 --size=64M --verify=crc32c --verify_backlog=16 --verify_fatal=1 \
+			--time_based --runtime=20 --eta=never --output="$UNBD_VM_OUT/fio-$n.txt" ||
+			{ echo "fio run $n exited with status $?"; exit 1; }
+	done
+) &
+fio_pid=$!
+sleep 3
+
+status() { "$UNBD" volume status rv --replicas "$reps" --timeout-ms 30000 "$@"; }
+prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
+for ((c = 1; c <= cycles; c++)); do
+	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
+	if [ "$c" = 2 ]; then
+		kill -9 "${PIDS[1]}"
+		wait "${PIDS[1]}" 2>/dev/null || true
+		log "cycle $c: replica 1 (${ADDRS[1]}) killed"
+	fi
+	if [ "$c" = 4 ]; then
+		start_replica 1 "${ADDRS[1]}"
+		log "cycle $c: replica 1 restarted on ${ADDRS[1]}"
+	fi
+	pid=$(daemon_pid "$id")
+	kill -9 "$pid"
+	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(cat /tmp/recover.out)"
+	epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
+	log "cycle $c: daemon $pid killed, recovered at epoch $epoch"
+	[ "$epoch" -gt "$prev_epoch" ] || fail "cycle $c: epoch did not rise ($prev_epoch -> $epoch)"
+	prev_epoch=$epoch
+	is_state "$id" LIVE || fail "device not LIVE after recovery $c"
+	sleep 5
+done
+
+# The replica that came back is resynced by the serving daemon (the prober) while fio goes on.
+wait_until 180 status >/dev/null 2>&1 || fail "volume not healthy 180 s after replica 1 returned: $(status || true)"
+log "healthy again: $(status --json | jq -c '[.replicas[] | {address, state}]')"
+touch /tmp/stop-fio
+wait "$fio_pid" || fail "a fio run failed (see fio-*.txt)"
+grep -L "err= 0" "$UNBD_VM_OUT"/fio-*.txt | grep . && fail "fio reported errors"
+log "$(ls "$UNBD_VM_OUT"/fio-*.txt | wc -l) fio runs, all exited 0 with data verified"
+dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | grep -i 'I/O error' | head -3)"
+grep -hE "opened on|marked out|->|resync" "$UNBD_RUN_DIR/$id.log" | tail -20 || true
+
+# With the writer gone, the three copies must be identical block for block.
+"$UNBD" del -n "$id"
+wait_gone "$dev"
+"$UNBD" volume verify rv --replicas "$reps" >"$UNBD_VM_OUT/verify.txt" 2>&1 ||
+	fail "replicas differ after resync: $(cat "$UNBD_VM_OUT/verify.txt")"
+log "$(cat "$UNBD_VM_OUT/verify.txt")"
+check_no_daemon_errors
+log "replicated recover: ok"
