@@ -14,7 +14,7 @@
 
 #include <gtest/gtest.h>
 
-#include "frontend/completion_queue.h"
+#include "tests/integration/frontend/fake_queue.h"
 #include "tests/integration/backend/server_process.h"
 
 namespace unbd::frontend {
@@ -22,65 +22,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Plays the queue thread: a ring for the handler's timers, the cross-thread completion queue, and
-// a record of what got committed.
-class FakeQueue final : public QueueContext {
- public:
-  explicit FakeQueue(uint16_t depth) : depth_(depth), cq_(2 * depth + 64), results_(depth, kNone) {
-    EXPECT_EQ(io_uring_queue_init(64, &ring_, 0), 0);
-  }
-  ~FakeQueue() override { io_uring_queue_exit(&ring_); }
-
-  int queue_id() const override { return 0; }
-  uint16_t depth() const override { return depth_; }
-  io_uring_sqe* GetSqe() override { return io_uring_get_sqe(&ring_); }
-  void Complete(uint16_t tag, int result) override {
-    ASSERT_LT(tag, depth_);
-    EXPECT_EQ(results_[tag], kPending) << "tag " << tag << " committed twice";
-    results_[tag] = result;
-  }
-  void CompleteAsync(uint16_t tag, int result) override { ASSERT_TRUE(cq_.Push({tag, result})); }
-
-  void Submit(QueueHandler* h, const IoRequest& r) {
-    results_[r.tag] = kPending;
-    h->Submit(r);
-  }
-  // Runs the handler until every submitted tag has a result or `timeout` passes.
-  bool Pump(QueueHandler* h, std::chrono::milliseconds timeout) {
-    auto until = Clock::now() + timeout;
-    for (;;) {
-      h->Flush();
-      io_uring_submit(&ring_);
-      io_uring_cqe* cqe;
-      while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-        uint64_t ud = cqe->user_data;
-        h->OnCqe(ud & 0xffff, (ud >> 24) & 0xff, cqe->res);
-        io_uring_cqe_seen(&ring_, cqe);
-      }
-      cq_.Drain([&](const Completion& c) { h->OnAsync(c.tag, c.result, this); });
-      bool pending = false;
-      for (int r : results_) pending |= r == kPending;
-      if (!pending) return true;
-      if (Clock::now() > until) return false;
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  }
-  int result(uint16_t tag) const { return results_[tag]; }
-
-  static constexpr int kNone = INT32_MIN;
-  static constexpr int kPending = INT32_MIN + 1;
-
- private:
-  uint16_t depth_;
-  io_uring ring_{};
-  CompletionQueue cq_;
-  std::vector<int> results_;
-};
+using frontend::testing::FakeQueue;
 
 class RemoteTargetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = testing::TestDir("remote");
+    dir_ = unbd::testing::TestDir("remote");
     StartServer("127.0.0.1:0");
     ASSERT_TRUE(server_->started());
     backend::AdminClient admin(server_->target());
@@ -88,7 +35,7 @@ class RemoteTargetTest : public ::testing::Test {
     ASSERT_TRUE(admin.Create("vol", 64 << 20, &vol).ok());
   }
   void StartServer(const std::string& listen) {
-    server_ = std::make_unique<testing::ServerProcess>(dir_, dir_ + "/db", std::vector<std::string>{}, listen);
+    server_ = std::make_unique<unbd::testing::ServerProcess>(dir_, dir_ + "/db", std::vector<std::string>{}, listen);
   }
   DeviceConfig Config() {
     DeviceConfig c;
@@ -108,7 +55,7 @@ class RemoteTargetTest : public ::testing::Test {
 
   static constexpr uint16_t kDepth = 32;
   std::string dir_;
-  std::unique_ptr<testing::ServerProcess> server_;
+  std::unique_ptr<unbd::testing::ServerProcess> server_;
 };
 
 TEST_F(RemoteTargetTest, WritesGoOutFromThePoolWithoutCopiesAndReadBack) {
