@@ -193,6 +193,26 @@ Status Prefixed(const Status& s, const std::string& prefix) {
 Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTargetOptions& options,
                               std::unique_ptr<ReplicatedTarget>* out) {
   if (config.replicas.empty()) return Status::InvalidArgument("replicated target: no --replicas");
+  // Replicas that cannot be reached now (a loaded machine's connection handshake timing out, a
+  // majority briefly down) are retried for as long as I/O would wait for a majority: during
+  // `recover` the device is quiesced and waiting is what keeps an error from the filesystem. A
+  // volume missing everywhere or a newer owner fails at once.
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(config.retry_deadline_ms);
+  for (int attempt = 1;; ++attempt) {
+    Status s = OpenOnce(config, options, out);
+    const bool transient = s.code() == Status::Code::kUnavailable ||
+                           s.code() == Status::Code::kDeadlineExceeded;
+    if (s.ok() || !transient || std::chrono::steady_clock::now() >= until) return s;
+    spdlog::warn("volume '{}': open attempt {} failed, retrying: {}", config.volume, attempt,
+                 s.ToString());
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 * attempt, 1000)));
+  }
+}
+
+Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
+                                  const ReplicatedTargetOptions& options,
+                                  std::unique_ptr<ReplicatedTarget>* out) {
   std::vector<Status> errors;
   auto addrs = Resolve(config.replicas, config.volume, options.rpc_timeout, &errors);
   size_t found = 0;

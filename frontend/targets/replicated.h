@@ -57,6 +57,8 @@ class ReplicatedTarget : public Target {
 
  private:
   ReplicatedTarget() = default;
+  static Status OpenOnce(const DeviceConfig& config, const ReplicatedTargetOptions& options,
+                         std::unique_ptr<ReplicatedTarget>* out);
   void WatchLoop();  // logs replica state changes and resync progress
 
   DeviceConfig config_;
