@@ -105,6 +105,10 @@ std::string Metrics::RenderPrometheus() const {
   out += fmt::format("unbd_active_streams {}\n", active_streams.load());
   out += "# TYPE unbd_wal_syncs_total counter\n";
   out += fmt::format("unbd_wal_syncs_total {}\n", wal_syncs.load());
+  out += "# HELP unbd_store_write_failed 1 once a write or WAL sync failed (disk full, I/O error): "
+         "writes are refused until unbd-server restarts\n";
+  out += "# TYPE unbd_store_write_failed gauge\n";
+  out += fmt::format("unbd_store_write_failed {}\n", store_write_failed.load() ? 1 : 0);
   return out;
 }
 

@@ -45,6 +45,7 @@ class Metrics {
   std::atomic<uint64_t> batches{0};
   std::atomic<int64_t> active_streams{0};
   std::atomic<uint64_t> wal_syncs{0};  // refreshed from the store when rendering
+  std::atomic<bool> store_write_failed{false};  // ditto: the store refuses writes until restart
 
   std::string RenderPrometheus() const;
 

@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
   if (!metrics_listen.empty()) {
     metrics_http = std::make_unique<unbd::backend::MetricsHttpServer>([&] {
       metrics.wal_syncs = store->syncs_done();
+      metrics.store_write_failed = store->write_failed();
       return metrics.RenderPrometheus();
     });
     if (Status s = metrics_http->Start(metrics_listen); !s.ok()) return fail(s);

@@ -165,7 +165,11 @@ Store::Store(StoreOptions options, rocksdb::DB* db, std::vector<rocksdb::ColumnF
       data_cf_(cfs[0]),
       meta_cf_(cfs[1]),
       handles_(std::move(cfs)),
-      syncer_([this] { return FromRocks(db_->FlushWAL(/*sync=*/true), "WAL sync"); }) {}
+      syncer_([this] {
+        Status s = write_failure_.Check("WAL sync");
+        if (!s.ok()) return s;
+        return write_failure_.Record(FromRocks(db_->FlushWAL(/*sync=*/true), "WAL sync"));
+      }) {}
 
 Store::~Store() {
   dirty_.reset();
@@ -219,7 +223,10 @@ Status Store::PutMetaSynced(const v1::Volume& meta, bool new_name) {
     PutBigEndian64(next, next_volume_id_);
     wb.Put(meta_cf_, kNextVolumeIdKey, rocksdb::Slice(next, 8));
   }
-  Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(meta.id()) + ": metadata");
+  Status s = write_failure_.Check(VolumeCtx(meta.id()) + ": metadata");
+  if (!s.ok()) return s;
+  s = write_failure_.Record(
+      FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(meta.id()) + ": metadata"));
   if (!s.ok()) return s;
   return syncer_.Sync();
 }
@@ -286,7 +293,11 @@ Status Store::DeleteVolume(uint64_t volume_id) {
   // below forgets them in memory.
   wb.DeleteRange(meta_cf_, replication::DirtyRegionKey({volume_id, 0, 0}),
                  replication::DirtyRegionKey({volume_id + 1, 0, 0}));
-  Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(volume_id) + ": delete");
+  Status s = write_failure_.Check(VolumeCtx(volume_id) + ": delete");
+  if (s.ok()) {
+    s = write_failure_.Record(
+        FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(volume_id) + ": delete"));
+  }
   if (s.ok()) s = syncer_.Sync();
   if (s.ok()) s = dirty_->DropVolume(volume_id);
   if (!s.ok()) return s;
@@ -505,7 +516,8 @@ Status Store::MarkDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
   if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
   s = CheckRegions(*v, set, regions);
   if (s.ok()) s = CheckEpoch(*v, epoch);
-  if (s.ok()) s = dirty_->MarkRegions(volume_id, set, regions);
+  if (s.ok()) s = write_failure_.Check(VolumeCtx(volume_id) + ": marking regions");
+  if (s.ok()) s = write_failure_.Record(dirty_->MarkRegions(volume_id, set, regions));
   return s;
 }
 
@@ -518,10 +530,11 @@ Status Store::ClearDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set
   if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
   s = CheckRegions(*v, set, all ? std::vector<uint64_t>{} : regions);
   if (s.ok()) s = CheckEpoch(*v, epoch);
+  if (s.ok()) s = write_failure_.Check(VolumeCtx(volume_id) + ": clearing regions");
   if (!s.ok()) return s;
   // No region can be past the end (marks are range-checked and volumes only grow).
-  if (all) return dirty_->Clear(volume_id, set, 0, ~0ull);
-  return dirty_->ClearRegions(volume_id, set, regions);
+  if (all) return write_failure_.Record(dirty_->Clear(volume_id, set, 0, ~0ull));
+  return write_failure_.Record(dirty_->ClearRegions(volume_id, set, regions));
 }
 
 Status Store::GetDirtyRegions(uint64_t volume_id, uint32_t set, bool counts_only,
@@ -764,9 +777,10 @@ void Store::ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sy
     if (options_.test_apply_delay_us) {
       std::this_thread::sleep_for(std::chrono::microseconds(options_.test_apply_delay_us));
     }
-    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &wb);
+    Status s = write_failure_.Check("write");
+    if (s.ok()) s = write_failure_.Record(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "write"));
     if (!s.ok()) {
-      for (IoOp* op : writes) op->status = Status::IoError(OpCtx(*op) + ": write: " + s.ToString());
+      for (IoOp* op : writes) op->status = Status::IoError(OpCtx(*op) + ": " + s.message());
     } else if (!fresh_marks.empty()) {
       dirty_->Published(fresh_marks);
     }

@@ -31,6 +31,7 @@
 
 #include "backend/fence_lock.h"
 #include "backend/wal_syncer.h"
+#include "backend/write_failure_latch.h"
 #include "common/status.h"
 #include "unbd/v1/io.pb.h"
 #include "unbd/v1/replication.pb.h"
@@ -142,6 +143,8 @@ class Store {
   // Makes every completed write durable (group commit).
   Status Sync() { return syncer_.Sync(); }
   uint64_t syncs_done() const { return syncer_.syncs_done(); }
+  // True once a write or WAL sync failed: the store then refuses writes until restarted.
+  bool write_failed() const { return write_failure_.failed(); }
   const StoreLimits& limits() const { return options_.limits; }
 
  private:
@@ -172,6 +175,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* data_cf_;
   rocksdb::ColumnFamilyHandle* meta_cf_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  WriteFailureLatch write_failure_;
   WalSyncer syncer_;
   std::unique_ptr<replication::DirtyRegions> dirty_;
 

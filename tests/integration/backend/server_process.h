@@ -119,6 +119,15 @@ class ServerProcess {
   }
 
   bool started() const { return port_ > 0 && pid_ > 0; }
+  // Still running (reaps it and records the exit code if it has died).
+  bool alive() {
+    if (pid_ <= 0) return false;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) != pid_) return true;
+    pid_ = -1;
+    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return false;
+  }
   int exit_code() const { return exit_code_; }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   int metrics_port() const { return metrics_port_; }
