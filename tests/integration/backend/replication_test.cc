@@ -47,6 +47,28 @@ v1::ReplicaSetMeta Meta(uint64_t epoch, uint64_t version, int replicas = 3) {
   return m;
 }
 
+// A server with the three clients the tests use.
+struct Server {
+  explicit Server(const std::string& dir)
+      : process(dir, dir + "/db"),
+        admin(process.target()),
+        io(process.target()),
+        repl(process.target()) {}
+  // Creates replica "copy-0" of volume "rep" and opens it at `epoch`; returns the volume id.
+  uint64_t CreateReplica(uint64_t epoch, const std::string& client) {
+    v1::Volume v;
+    Status s = admin.Create("rep", kVolBytes, "copy-0", &v);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    s = io.Open(v.id(), epoch, client);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return v.id();
+  }
+  ServerProcess process;
+  backend::AdminClient admin;
+  backend::IoClient io;
+  backend::ReplicationClient repl;
+};
+
 TEST(BackendReplication, MarksRideWithDataAndSurviveKill9AfterFlush) {
   const std::string dir = TestDir("x");
   uint64_t rep, plain;
@@ -126,43 +148,42 @@ TEST(BackendReplication, MarksRideWithDataAndSurviveKill9AfterFlush) {
 
 TEST(BackendReplication, ReplicaMetaIsFencedVersionedAndPersistent) {
   const std::string dir = TestDir("x");
-  ServerProcess server(dir, dir + "/db");
-  ASSERT_TRUE(server.started()) << server.log();
-  backend::AdminClient admin(server.target());
-  backend::IoClient io(server.target());
-  backend::ReplicationClient repl(server.target());
+  uint64_t vol;
+  {
+    Server server(dir);
+    ASSERT_TRUE(server.process.started()) << server.process.log();
+    vol = server.CreateReplica(5, "a");
+    auto& repl = server.repl;
+
+    Status s = repl.PutMeta(vol, 4, Meta(4, 1));
+    EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+    EXPECT_NE(s.message().find("volume " + std::to_string(vol) + ": epoch 4 is fenced by epoch 5"),
+              std::string::npos)
+        << s.ToString();
+    ASSERT_TRUE(repl.PutMeta(vol, 5, Meta(5, 2)).ok());
+    EXPECT_TRUE(repl.PutMeta(vol, 5, Meta(5, 2)).ok()) << "idempotent retry";
+    s = repl.PutMeta(vol, 5, Meta(5, 1));
+    EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+    EXPECT_NE(s.message().find("config_version 1) is not newer than the stored (written_epoch 5, "
+                               "config_version 2)"),
+              std::string::npos)
+        << s.ToString();
+    s = repl.PutMeta(vol, 5, Meta(4, 3));
+    EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+    EXPECT_NE(s.message().find("written_epoch 4 differs from the request's epoch 5"),
+              std::string::npos)
+        << s.ToString();
+    // Synced before the answer: kill -9 right after.
+    ASSERT_TRUE(repl.PutMeta(vol, 5, Meta(5, 3)).ok());
+    EXPECT_EQ(server.process.Kill(SIGKILL), 128 + SIGKILL);
+  }
+
+  Server again(dir);
+  ASSERT_TRUE(again.process.started()) << again.process.log();
+  auto& admin2 = again.admin;
+  auto& io2 = again.io;
+  auto& repl2 = again.repl;
   v1::Volume v;
-  ASSERT_TRUE(admin.Create("rep", kVolBytes, "copy-0", &v).ok());
-  const uint64_t vol = v.id();
-  ASSERT_TRUE(io.Open(vol, 5, "a").ok());
-
-  Status s = repl.PutMeta(vol, 4, Meta(4, 1));
-  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
-  EXPECT_NE(s.message().find("volume " + std::to_string(vol) + ": epoch 4 is fenced by epoch 5"),
-            std::string::npos)
-      << s.ToString();
-  ASSERT_TRUE(repl.PutMeta(vol, 5, Meta(5, 2)).ok());
-  EXPECT_TRUE(repl.PutMeta(vol, 5, Meta(5, 2)).ok()) << "idempotent retry";
-  s = repl.PutMeta(vol, 5, Meta(5, 1));
-  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
-  EXPECT_NE(s.message().find("config_version 1) is not newer than the stored (written_epoch 5, "
-                             "config_version 2)"),
-            std::string::npos)
-      << s.ToString();
-  s = repl.PutMeta(vol, 5, Meta(4, 3));
-  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
-  EXPECT_NE(s.message().find("written_epoch 4 differs from the request's epoch 5"),
-            std::string::npos)
-      << s.ToString();
-  // Synced before the answer: kill -9 right after.
-  ASSERT_TRUE(repl.PutMeta(vol, 5, Meta(5, 3)).ok());
-  EXPECT_EQ(server.Kill(SIGKILL), 128 + SIGKILL);
-
-  ServerProcess again(dir, dir + "/db");
-  ASSERT_TRUE(again.started()) << again.log();
-  backend::AdminClient admin2(again.target());
-  backend::IoClient io2(again.target());
-  backend::ReplicationClient repl2(again.target());
   ASSERT_TRUE(admin2.Stat(backend::ParseVolumeRef("rep"), &v).ok());
   EXPECT_EQ(v.replica_uuid(), "copy-0");
   EXPECT_EQ(v.replica_set().config_version(), 3u);
@@ -184,15 +205,11 @@ TEST(BackendReplication, ReplicaMetaIsFencedVersionedAndPersistent) {
 
 TEST(BackendReplication, MarkClearFencedCountsAndDelete) {
   const std::string dir = TestDir("x");
-  ServerProcess server(dir, dir + "/db");
-  ASSERT_TRUE(server.started()) << server.log();
-  backend::AdminClient admin(server.target());
-  backend::IoClient io(server.target());
-  backend::ReplicationClient repl(server.target());
+  Server server(dir);
+  ASSERT_TRUE(server.process.started()) << server.process.log();
+  const uint64_t vol = server.CreateReplica(2, "a");
+  auto& [process, admin, io, repl] = server;
   v1::Volume v;
-  ASSERT_TRUE(admin.Create("rep", kVolBytes, "copy-0", &v).ok());
-  const uint64_t vol = v.id();
-  ASSERT_TRUE(io.Open(vol, 2, "a").ok());
   ASSERT_TRUE(repl.MarkDirty(vol, 2, 1, {3, 15, 7}).ok());
   ASSERT_TRUE(repl.MarkDirty(vol, 2, 0, {1}).ok());
   EXPECT_EQ(Dirty(repl, vol, 1), (Regions{3, 7, 15}));
@@ -240,18 +257,14 @@ TEST(BackendReplication, MarkClearFencedCountsAndDelete) {
 
 TEST(BackendReplication, FencedStreamWriteCarriesTheCurrentEpoch) {
   const std::string dir = TestDir("x");
-  ServerProcess server(dir, dir + "/db");
-  ASSERT_TRUE(server.started()) << server.log();
-  backend::AdminClient admin(server.target());
-  backend::IoClient io(server.target());
-  v1::Volume v;
-  ASSERT_TRUE(admin.Create("rep", kVolBytes, "copy-0", &v).ok());
-  ASSERT_TRUE(io.Open(v.id(), 7, "a").ok());
-  StreamSession stream(server.target());
+  Server server(dir);
+  ASSERT_TRUE(server.process.started()) << server.process.log();
+  const uint64_t vol = server.CreateReplica(7, "a");
+  StreamSession stream(server.process.target());
   v1::IoBatch batch;
-  AddRequest(&batch, 1, v1::OP_WRITE, v.id(), 6, 0, 4096, std::string(4096, 'o'));
-  AddRequest(&batch, 2, v1::OP_WRITE, v.id(), 8, 0, 4096, std::string(4096, 'n'));
-  AddRequest(&batch, 3, v1::OP_WRITE, v.id(), 7, 0, 4096, std::string(4096, 'c'));
+  AddRequest(&batch, 1, v1::OP_WRITE, vol, 6, 0, 4096, std::string(4096, 'o'));
+  AddRequest(&batch, 2, v1::OP_WRITE, vol, 8, 0, 4096, std::string(4096, 'n'));
+  AddRequest(&batch, 3, v1::OP_WRITE, vol, 7, 0, 4096, std::string(4096, 'c'));
   v1::CompletionBatch done;
   ASSERT_TRUE(stream.Exchange(batch, &done));
   EXPECT_EQ(done.completions(0).code(), grpc::StatusCode::FAILED_PRECONDITION);

@@ -12,6 +12,7 @@
 
 #include "backend/store.h"
 #include "replication/dirty_regions.h"
+#include "tests/unit/backend/store_fixture.h"
 
 namespace unbd::backend {
 namespace {
@@ -20,36 +21,12 @@ using Regions = std::vector<uint64_t>;
 using Code = Status::Code;
 constexpr uint64_t kRegion = 1 << 20;
 
-class StoreReplicationTest : public ::testing::Test {
+class StoreReplicationTest : public StoreFixture {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("unbd-store-repl-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    ASSERT_TRUE(Reopen().ok());
-  }
-  void TearDown() override {
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-  Status Reopen(uint64_t region_bytes = kRegion) {
-    store_.reset();
-    StoreOptions o;
-    o.dir = dir_;
-    o.block_cache_bytes = 8 << 20;
-    o.region_bytes = region_bytes;
-    return Store::Open(o, &store_);
-  }
   // A volume opened at `epoch`; a replica when `uuid` is non-empty.
   uint64_t NewVolume(const std::string& name, const std::string& uuid, uint64_t epoch = 1,
                      uint64_t size = 8 * kRegion) {
-    v1::Volume v;
-    Status s = store_->CreateVolume(name, size, 0, uuid, &v);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    s = store_->OpenVolume(v.id(), epoch, "test", &v);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    return v.id();
+    return StoreFixture::NewVolume(name, size, uuid, epoch);
   }
   Status Do(v1::Opcode op, uint64_t vol, uint64_t epoch, uint64_t off, uint64_t len,
             uint32_t out_mask = 0, bool fua = false) {
@@ -63,8 +40,7 @@ class StoreReplicationTest : public ::testing::Test {
     o.data = data;
     o.out_mask = out_mask;
     o.fua = fua;
-    store_->SubmitBatch(std::span<IoOp>(&o, 1));
-    return o.status;
+    return Submit(o);
   }
   Regions Dirty(uint64_t vol, uint32_t set) {
     v1::GetDirtyRegionsResponse r;
@@ -98,9 +74,6 @@ class StoreReplicationTest : public ::testing::Test {
     }
     return m;
   }
-
-  std::string dir_;
-  std::unique_ptr<Store> store_;
 };
 
 TEST_F(StoreReplicationTest, CreateKeepsReplicaUuidAndValidatesIt) {

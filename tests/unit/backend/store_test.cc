@@ -7,37 +7,19 @@
 #include <random>
 #include <thread>
 
+#include "tests/unit/backend/store_fixture.h"
+
 namespace unbd::backend {
 namespace {
 
-class StoreTest : public ::testing::Test {
+class StoreTest : public StoreFixture {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("unbd-store-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    Reopen();
-  }
-  void TearDown() override {
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
   void Reopen() {
-    store_.reset();
-    StoreOptions o;
-    o.dir = dir_;
-    o.block_cache_bytes = 8 << 20;
-    ASSERT_TRUE(Store::Open(o, &store_).ok());
+    Status s = StoreFixture::Reopen();
+    ASSERT_TRUE(s.ok()) << s.ToString();
   }
   uint64_t NewVolume(const std::string& name, uint64_t size, uint64_t epoch = 1) {
-    v1::Volume v;
-    Status s = store_->CreateVolume(name, size, 0, &v);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    if (epoch) {
-      EXPECT_TRUE(store_->OpenVolume(v.id(), epoch, "test", &v).ok());
-    }
-    return v.id();
+    return StoreFixture::NewVolume(name, size, "", epoch);
   }
   Status Do(v1::Opcode op, uint64_t vol, uint64_t epoch, uint64_t off, uint64_t len,
             std::string_view data = {}, std::string* out = nullptr, bool fua = false) {
@@ -50,8 +32,7 @@ class StoreTest : public ::testing::Test {
     o.data = data;
     o.read_out = out;
     o.fua = fua;
-    store_->SubmitBatch(std::span<IoOp>(&o, 1));
-    return o.status;
+    return Submit(o);
   }
   Status Write(uint64_t vol, uint64_t epoch, uint64_t off, const std::string& data) {
     return Do(v1::OP_WRITE, vol, epoch, off, data.size(), data);
@@ -63,9 +44,6 @@ class StoreTest : public ::testing::Test {
     return out;
   }
   static std::string Pattern(char c, size_t n) { return std::string(n, c); }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<Store> store_;
 };
 
 TEST_F(StoreTest, UnwrittenReadsZerosAndWritesReadBack) {
