@@ -4,6 +4,8 @@
 #   dev_state ID    LIVE / QUIESCED / DEAD from `unbd list --json`
 #   daemon_pid ID   the serving daemon's pid
 #   check_no_daemon_errors   fails if any daemon logged a double commit
+#   ext4_roundtrip DEV MNT MIB   mkfs, files of MIB..4*MIB MiB, remount, checksums (sums in /tmp/sums)
+#   fence_* the two fencing tests' common steps (see below)
 UNBD=${UNBD:-$UNBD_BUILD_DIR/cli/unbd}
 [ -x "$UNBD" ] || fail "no unbd binary at $UNBD (build the unbd target first)"
 export UNBD_RUN_DIR=${UNBD_RUN_DIR:-/run/unbd}
@@ -15,11 +17,55 @@ unbd_add() {
 }
 dev_state() { "$UNBD" list -n "$1" --json | jq -r '.[0].state'; }
 daemon_pid() { "$UNBD" list -n "$1" --json | jq -r '.[0].daemon_pid'; }
+device_epoch() { "$UNBD" list -n "$1" --json | jq -r '.[0].epoch'; }
 is_state() { [ "$(dev_state "$1")" = "$2" ]; }
 check_no_daemon_errors() {
 	if grep -l "not owned" "$UNBD_RUN_DIR"/*.log 2>/dev/null; then
 		fail "a daemon committed a request it did not own"
 	fi
+}
+ext4_roundtrip() {
+	local dev=$1 mnt=$2 mib=$3 i
+	log "ext4: mkfs, write, unmount, remount, compare"
+	modprobe ext4 2>/dev/null || true
+	mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
+	mkdir -p "$mnt"
+	mount "$dev" "$mnt"
+	for i in 1 2 3 4; do dd if=/dev/urandom of="$mnt/f$i" bs=1M count=$((i * mib)) status=none; done
+	(cd "$mnt" && sha256sum f*) >/tmp/sums
+	sync
+	umount "$mnt"
+	mount "$dev" "$mnt"
+	(cd "$mnt" && sha256sum -c --quiet /tmp/sums) || fail "checksums differ after remount"
+	umount "$mnt"
+}
+
+# The fencing tests: a remote --recovery --reissue device on vol0 (sets dev, id, epoch1), patterns
+# A and B in /tmp/a and /tmp/b, and a background O_DIRECT write of A to block 7 (sets writer).
+fence_start_device_and_write_a() {
+	dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 --recovery --reissue)
+	wait_for_blockdev "$dev"
+	id=${dev#/dev/ublkb}
+	epoch1=$(device_epoch "$id")
+	printf 'A%.0s' $(seq 4096) >/tmp/a
+	printf 'B%.0s' $(seq 4096) >/tmp/b
+	[ -z "${1:-}" ] || echo "$epoch1" >"$1" # the hold file, when the backend has one
+	(dd if=/tmp/a of="$dev" bs=4k seek=7 oflag=direct status=none) &
+	writer=$!
+}
+# While A is stuck at the backend: kill -9 the daemon, recover (a higher epoch, sets epoch2), the
+# re-issued A completes, then the application writes B to block 7.
+fence_recover_and_write_b() {
+	kill -9 "$(daemon_pid "$id")"
+	"$UNBD" recover -n "$id" || fail "recover failed"
+	epoch2=$(device_epoch "$id")
+	[ "$epoch2" -gt "$epoch1" ] || fail "epoch did not go up: $epoch1 -> $epoch2"
+	wait "$writer" || fail "the re-issued write failed"
+	dd if=/tmp/b of="$dev" bs=4k seek=7 oflag=direct status=none || fail "the new write failed"
+}
+fence_block7_holds_b() {
+	dd if="$dev" of=/tmp/back bs=4k skip=7 count=1 iflag=direct status=none
+	cmp -s /tmp/b /tmp/back
 }
 save_logs() { cp "$UNBD_RUN_DIR"/*.log "$UNBD_VM_OUT"/ 2>/dev/null || true; }
 

@@ -26,17 +26,7 @@ after=$(du -k /tmp/backing.img | cut -f1)
 [ "$after" -lt "$before" ] || fail "discard did not free space in the file ($before -> $after KiB)"
 [ "$(dd if=/tmp/backing.img bs=1M skip=300 count=3 status=none | tr -d '\0' | wc -c)" = 0 ] || fail "range not zero"
 
-log "ext4: mkfs, write, unmount, remount, compare"
-modprobe ext4 2>/dev/null || true
-mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
-mkdir -p /mnt/l
-mount "$dev" /mnt/l
-for i in 1 2 3 4; do dd if=/dev/urandom of=/mnt/l/f$i bs=1M count=$((i * 4)) status=none; done
-(cd /mnt/l && sha256sum f*) >/tmp/sums
-umount /mnt/l
-mount "$dev" /mnt/l
-(cd /mnt/l && sha256sum -c /tmp/sums) || fail "checksums differ after remount"
-umount /mnt/l
+ext4_roundtrip "$dev" /mnt/l 4
 "$UNBD" del -n "$id"
 wait_gone "$dev"
 # The file system lives on in the file: check it and read a file straight out of it.

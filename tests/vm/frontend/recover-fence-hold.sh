@@ -13,28 +13,14 @@ set -euo pipefail
 load_ublk_driver
 hold=/tmp/hold-writes
 start_backend --test-hold-writes-file "$hold"
-dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 --recovery --reissue)
-wait_for_blockdev "$dev"
-id=${dev#/dev/ublkb}
-epoch1=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
-
-printf 'A%.0s' $(seq 4096) >/tmp/a
-printf 'B%.0s' $(seq 4096) >/tmp/b
-echo "$epoch1" >"$hold"
-(dd if=/tmp/a of="$dev" bs=4k seek=7 oflag=direct status=none) &
-writer=$!
+fence_start_device_and_write_a "$hold"
 sleep 2 # the write is now held at the backend, before its fence check
 kill -0 "$writer" 2>/dev/null || fail "the write of A was not held (the hook did not work)"
-kill -9 "$(daemon_pid "$id")"
-"$UNBD" recover -n "$id" || fail "recover failed"
-epoch2=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
-[ "$epoch2" -gt "$epoch1" ] || fail "epoch did not go up: $epoch1 -> $epoch2"
-wait "$writer" || fail "the re-issued write failed"
-dd if=/tmp/b of="$dev" bs=4k seek=7 oflag=direct status=none || fail "the new write failed"
+fence_recover_and_write_b
 rm "$hold" # the dead daemon's write of A goes on to the fence check now
 sleep 2    # the backend polls the hold file every 10 ms
-dd if="$dev" of=/tmp/back bs=4k skip=7 count=1 iflag=direct status=none
-cmp -s /tmp/b /tmp/back || fail "block 7 does not hold B: the dead daemon's write (epoch $epoch1) landed after epoch $epoch2's"
+fence_block7_holds_b ||
+	fail "block 7 does not hold B: the dead daemon's write (epoch $epoch1) landed after epoch $epoch2's"
 log "epoch $epoch1 -> $epoch2: the held write of the dead daemon was fenced, block 7 holds B"
 "$UNBD" del -n "$id"
 log "recover-fence-hold: ok"

@@ -38,18 +38,7 @@ blkdiscard -z -o 1M -l 1M "$dev" || fail "write-zeroes failed"
 [ "$(dd if="$dev" bs=1M count=2 iflag=direct status=none | tr -d '\0' | wc -c)" = 0 ] || fail "zeroed range not zero"
 [ "$(dd if="$dev" bs=1M skip=2 count=2 iflag=direct status=none | tr -d '\0' | wc -c)" -gt 0 ] || fail "data lost"
 
-log "ext4: mkfs, write, unmount, remount, compare"
-modprobe ext4 2>/dev/null || true
-mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
-mkdir -p /mnt/r
-mount "$dev" /mnt/r
-for i in 1 2 3 4; do dd if=/dev/urandom of=/mnt/r/f$i bs=1M count=$((i * 3)) status=none; done
-(cd /mnt/r && sha256sum f*) >/tmp/sums
-sync
-umount /mnt/r
-mount "$dev" /mnt/r
-(cd /mnt/r && sha256sum -c /tmp/sums) || fail "checksums differ after remount"
-umount /mnt/r
+ext4_roundtrip "$dev" /mnt/r 3
 
 log "a backend restart is ridden out"
 dd if=/dev/urandom of=/tmp/blob bs=1M count=8 status=none
