@@ -68,7 +68,7 @@ expect FAILED_PRECONDITION publish --volume-id "$vid" --staging "$st" --target "
 [ ! -e "$tg2" ] || [ "$(mounts_at "$tg2")" = 0 ] || fail "refused second writer got mounted"
 expect OK publish --volume-id "$vid" --staging "$st" --target "$tg2" --readonly
 [ "$(cat "$tg2/hello")" = hello ] || fail "read-only publish does not show the file"
-if echo no >"$tg2/other" 2>/dev/null; then fail "read-only publish is writable"; fi
+if (echo no >"$tg2/other") 2>/dev/null; then fail "read-only publish is writable"; fi
 expect FAILED_PRECONDITION unstage --volume-id "$vid" --staging "$st"
 
 log "stats"
@@ -95,7 +95,7 @@ log "raw block"
 bid=$(create_volume pvc-blk $((64 << 20)))
 for i in $(seq 3); do expect OK stage --volume-id "$bid" --staging "$st-b" --block; done
 for i in $(seq 3); do expect OK publish --volume-id "$bid" --staging "$st-b" --target "$tg-b" --block; done
-[ -f "$tg-b" ] && [ "$(mounts_at "$tg-b")" = 1 ] || fail "block target is not one bind-mounted file"
+[ -b "$tg-b" ] && [ "$(mounts_at "$tg-b")" = 1 ] || fail "block target is not one bind-mounted device node"
 dd if=/dev/urandom of=/tmp/blk bs=1M count=4 status=none
 dd if=/tmp/blk of="$tg-b" bs=1M oflag=direct status=none || fail "write through the block target failed"
 cmp /tmp/blk <(dd if="$tg-b" bs=1M count=4 iflag=direct status=none) || fail "block target read back differs"
