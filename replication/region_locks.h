@@ -17,15 +17,15 @@ class RegionLocks {
   // Regions [first, last], shared.
   void LockShared(uint64_t first, uint64_t last) {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      for (auto it = held_.lower_bound(first); it != held_.end() && it->first <= last; ++it) {
-        if (it->second < 0) return false;
-      }
-      // A waiting copier goes first, so a steady stream of writes cannot starve it.
-      auto w = wanted_.lower_bound(first);
-      return w == wanted_.end() || *w > last;
-    });
+    cv_.wait(lock, [&] { return SharedFree(first, last); });
     for (uint64_t r = first; r <= last; ++r) held_[r]++;
+  }
+  // Without waiting: false when a copier holds or waits for one of the regions.
+  bool TryLockShared(uint64_t first, uint64_t last) {
+    std::lock_guard lock(mu_);
+    if (!SharedFree(first, last)) return false;
+    for (uint64_t r = first; r <= last; ++r) held_[r]++;
+    return true;
   }
   void UnlockShared(uint64_t first, uint64_t last) {
     std::lock_guard lock(mu_);
@@ -54,6 +54,15 @@ class RegionLocks {
   }
 
  private:
+  bool SharedFree(uint64_t first, uint64_t last) const {
+    for (auto it = held_.lower_bound(first); it != held_.end() && it->first <= last; ++it) {
+      if (it->second < 0) return false;
+    }
+    // A waiting copier goes first, so a steady stream of writes cannot starve it.
+    auto w = wanted_.lower_bound(first);
+    return w == wanted_.end() || *w > last;
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, int> held_;  // > 0: shared holders; -1: exclusive

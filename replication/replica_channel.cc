@@ -2,7 +2,7 @@
 
 namespace unbd::replication {
 
-std::shared_ptr<grpc::Channel> ReplicaChannel(const std::string& target) {
+std::shared_ptr<grpc::Channel> ReplicaChannel(const std::string& target, bool own_connection) {
   grpc::ChannelArguments args;
   // Fits ServerLimits.max_message_bytes (see backend::MakeChannel).
   args.SetMaxReceiveMessageSize(32 << 20);
@@ -14,6 +14,7 @@ std::shared_ptr<grpc::Channel> ReplicaChannel(const std::string& target) {
   // per 30 s by default; that, not the backoff, is what kept a restarted replica unseen.
   args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 

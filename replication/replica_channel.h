@@ -12,6 +12,8 @@
 
 namespace unbd::replication {
 
-std::shared_ptr<grpc::Channel> ReplicaChannel(const std::string& target);
+// own_connection: a TCP connection of its own (a frontend queue's stream), not shared with the
+// process's other channels to the same target.
+std::shared_ptr<grpc::Channel> ReplicaChannel(const std::string& target, bool own_connection = false);
 
 }  // namespace unbd::replication

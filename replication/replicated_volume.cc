@@ -444,103 +444,127 @@ void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_
                name_, epoch_, p, replicas_[p]->rpc->target(), why);
 }
 
-Status ReplicatedVolume::SendOne(const Target& t, Op op, uint64_t offset, uint64_t length,
+Status ReplicatedVolume::SendOne(const Target& t, FanOutOp op, uint64_t offset, uint64_t length,
                                  std::string_view data, bool fua, uint32_t out_mask) {
   ReplicaRpc& rpc = *replicas_[t.index]->rpc;
   switch (op) {
-    case Op::kFlush:
+    case FanOutOp::kFlush:
       return rpc.Flush(t.volume_id, epoch_);
-    case Op::kWrite:
+    case FanOutOp::kWrite:
       return rpc.Write(t.volume_id, epoch_, offset, data, fua, out_mask);
-    case Op::kZero:
-    case Op::kDiscard:
-      return rpc.Zero(t.volume_id, epoch_, offset, length, op == Op::kDiscard, out_mask);
+    case FanOutOp::kZero:
+    case FanOutOp::kDiscard:
+      return rpc.Zero(t.volume_id, epoch_, offset, length, op == FanOutOp::kDiscard, out_mask);
   }
   return Status::Internal("unknown op");
 }
 
-Status ReplicatedVolume::FanOut(Op op, uint64_t offset, uint64_t length, std::string_view data,
-                                bool fua) {
-  const bool is_write = op != Op::kFlush;
-  const std::string what =
-      op == Op::kFlush ? "flush" : "write at offset " + std::to_string(offset);
-  if (is_write && length == 0) return Status::Ok();
-  // UINT64_MAX: no regions (a flush).
-  const uint64_t first = is_write ? offset / region_bytes_ : UINT64_MAX;
-  const uint64_t last = is_write ? (offset + length - 1) / region_bytes_ : 0;
-  if (is_write) locks_.LockShared(first, last);
-  uint64_t seq = 0;
-  uint32_t out_mask = 0;
-  std::vector<Target> pending;
-  std::vector<uint64_t> flush_candidates;
+FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t length, bool fua,
+                                          bool block, FanOutTicket* t, Status* failed) {
+  const bool is_write = op != FanOutOp::kFlush;
+  t->op = op;
+  t->offset = offset;
+  t->length = length;
+  t->fua = fua;
+  t->first_region = is_write ? offset / region_bytes_ : UINT64_MAX;
+  t->last_region = is_write ? (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_ : 0;
+  t->wait_mask = t->rebuild_mask = t->out_mask = 0;
+  t->flush_candidates.clear();
+  if (is_write) {
+    if (block) {
+      locks_.LockShared(t->first_region, t->last_region);
+    } else if (!locks_.TryLockShared(t->first_region, t->last_region)) {
+      return FanOutStart::kBusy;
+    }
+  }
   {
     std::lock_guard lock(mu_);
     if (!fenced_.ok()) {
-      if (is_write) locks_.UnlockShared(first, last);
-      return fenced_;
+      if (is_write) locks_.UnlockShared(t->first_region, t->last_region);
+      *failed = fenced_;
+      return FanOutStart::kFailed;
     }
-    seq = ++seq_;
+    t->seq = ++seq_;
     if (is_write) {
-      inflight_.insert(seq);
-      for (uint64_t r = first; r <= last; ++r) {
-        region_last_write_[r] = seq;
+      inflight_.insert(t->seq);
+      for (uint64_t r = t->first_region; r <= t->last_region; ++r) {
+        region_last_write_[r] = t->seq;
         region_inflight_[r]++;
       }
     } else {
       for (const auto& [r, s] : region_last_write_) {
-        if (!region_inflight_.count(r)) flush_candidates.push_back(r);
+        if (!region_inflight_.count(r)) t->flush_candidates.push_back(r);
       }
     }
     for (size_t i = 0; i < replicas_.size(); ++i) {
       const Replica& r = *replicas_[i];
+      t->volume_ids[i] = r.volume_id;
       if (r.state == ReplicaState::kHealthy) {
-        pending.push_back({i, r.volume_id, true});
+        t->wait_mask |= 1u << i;
       } else if (r.state == ReplicaState::kRebuilding) {
-        if (is_write) pending.push_back({i, r.volume_id, false});
+        if (is_write) t->rebuild_mask |= 1u << i;
       } else {
-        out_mask |= 1u << i;
+        t->out_mask |= 1u << i;
       }
     }
   }
+  return FanOutStart::kStarted;
+}
 
+Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view data,
+                                       const Status* first_results) {
+  const bool is_write = t.op != FanOutOp::kFlush;
+  const uint64_t first = t.first_region, last = t.last_region;
+  const std::string what =
+      is_write ? "write at offset " + std::to_string(t.offset) : std::string("flush");
+  std::vector<Target> pending;
+  std::vector<Status> results;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (!(t.targets() & (1u << i))) continue;
+    pending.push_back({i, t.volume_ids[i], (t.wait_mask & (1u << i)) != 0});
+    results.push_back(first_results[i]);
+  }
   const auto deadline = std::chrono::steady_clock::now() + options_.quorum_wait;
   const size_t need = Majority(replicas_.size());
   Status result;
   for (int attempt = 0;; ++attempt) {
-    std::vector<Status> results(pending.size());
-    ForEachParallel(pending.size(), [&](size_t k) {
-      results[k] = SendOne(pending[k], op, offset, length, data, fua, out_mask);
-    });
+    if (attempt > 0) {
+      // The others already applied it; writes are idempotent anyway.
+      results.assign(pending.size(), Status::Ok());
+      ForEachParallel(pending.size(), [&](size_t k) {
+        results[k] = SendOne(pending[k], t.op, t.offset, t.length, data, t.fua, t.out_mask);
+      });
+    }
     std::vector<size_t> failed;
     std::vector<Target> retry;
     std::string errors;
     bool fenced = false;
     for (size_t k = 0; k < pending.size() && !fenced; ++k) {
       if (results[k].ok()) continue;
-      const Target& t = pending[k];
-      const std::string& target = replicas_[t.index]->rpc->target();
+      const Target& tg = pending[k];
+      const std::string& target = replicas_[tg.index]->rpc->target();
       if (IsFenced(results[k])) {
         // A newer owner exists (docs/replication.md, section 1): never mark out, stop serving.
-        FailIncarnation(Status::FailedPrecondition("volume " + std::to_string(t.volume_id) +
+        FailIncarnation(Status::FailedPrecondition("volume " + std::to_string(tg.volume_id) +
                                                    " on " + target + ": " + results[k].message()));
         fenced = true;
         break;
       }
       errors += (errors.empty() ? "" : "; ") + target + ": " + results[k].ToString();
-      if (!t.wait) {
+      if (!tg.wait) {
         // Not waited for; it must not become healthy without this write.
         bool now_healthy;
         {
           std::lock_guard lock(mu_);
-          now_healthy = replicas_[t.index]->state == ReplicaState::kHealthy;
+          now_healthy = replicas_[tg.index]->state == ReplicaState::kHealthy;
         }
         if (!now_healthy) {
-          DemoteRebuilding(t.index, first, last, results[k].ToString());
+          DemoteRebuilding(tg.index, first, last, results[k].ToString());
           continue;
         }
       }
-      failed.push_back(t.index);
-      retry.push_back({t.index, t.volume_id, true});
+      failed.push_back(tg.index);
+      retry.push_back({tg.index, tg.volume_id, true});
     }
     if (fenced) {
       std::lock_guard lock(mu_);
@@ -574,25 +598,69 @@ Status ReplicatedVolume::FanOut(Op op, uint64_t offset, uint64_t length, std::st
     }
     if (attempt == 0) spdlog::warn("{}: waiting for a majority: {}", what, errors);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    pending = retry;  // the others already applied it; writes are idempotent anyway
+    pending = retry;
   }
+  return result;
+}
 
+void ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) {
+  const bool is_write = t.op != FanOutOp::kFlush;
+  if (!is_write) return;
   {
     std::lock_guard lock(mu_);
-    if (is_write && !result.ok()) {
+    for (uint64_t r = t.first_region; r <= t.last_region; ++r) {
       // Not acknowledged, maybe applied somewhere: replicas may differ here until reconciled.
-      for (uint64_t r = first; r <= last; ++r) pinned_unstable_.insert(r);
+      if (!result.ok()) pinned_unstable_.insert(r);
+      if (--region_inflight_[r] == 0) region_inflight_.erase(r);
     }
-    if (is_write) {
-      inflight_.erase(seq);
-      for (uint64_t r = first; r <= last; ++r) {
-        if (--region_inflight_[r] == 0) region_inflight_.erase(r);
-      }
-    }
+    inflight_.erase(t.seq);
   }
   cv_.notify_all();
-  if (is_write) locks_.UnlockShared(first, last);
-  if (op == Op::kFlush && result.ok()) ClearUnstableAfterFlush(seq, flush_candidates);
+  locks_.UnlockShared(t.first_region, t.last_region);
+}
+
+void ReplicatedVolume::ClearAfterFlush(const FanOutTicket& t) {
+  ClearUnstableAfterFlush(t.seq, t.flush_candidates);
+}
+
+size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, size_t* trusted,
+                                     Status* failed) const {
+  std::lock_guard lock(mu_);
+  *trusted = 0;
+  if (!fenced_.ok()) {
+    *failed = fenced_;
+    return 0;
+  }
+  size_t n = 0;
+  for (size_t i : HealthySourcesFirst()) {
+    order[n] = static_cast<uint8_t>(i);
+    volume_ids[n] = replicas_[i]->volume_id;
+    *trusted += !replicas_[i]->suspect;
+    ++n;
+  }
+  return n;
+}
+
+Status ReplicatedVolume::FanOut(FanOutOp op, uint64_t offset, uint64_t length,
+                                std::string_view data, bool fua) {
+  if (op != FanOutOp::kFlush && length == 0) return Status::Ok();
+  FanOutTicket t;
+  Status failed;
+  if (BeginFanOut(op, offset, length, fua, /*block=*/true, &t, &failed) != FanOutStart::kStarted)
+    return failed;
+  std::vector<Target> targets;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (t.targets() & (1u << i)) targets.push_back({i, t.volume_ids[i], true});
+  }
+  Status results[kMaxReplicas];
+  ForEachParallel(targets.size(), [&](size_t k) {
+    results[targets[k].index] = SendOne(targets[k], op, offset, length, data, fua, t.out_mask);
+  });
+  bool all_ok = true;
+  for (const auto& tg : targets) all_ok &= results[tg.index].ok();
+  const Status result = all_ok ? Status::Ok() : ResolveFanOut(t, data, results);
+  EndFanOut(t, result);
+  if (op == FanOutOp::kFlush && result.ok()) ClearAfterFlush(t);
   return result;
 }
 
@@ -638,15 +706,15 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
 }
 
 Status ReplicatedVolume::Write(uint64_t offset, std::string_view data, bool fua) {
-  return FanOut(Op::kWrite, offset, data.size(), data, fua);
+  return FanOut(FanOutOp::kWrite, offset, data.size(), data, fua);
 }
 
 Status ReplicatedVolume::WriteZeroes(uint64_t offset, uint64_t length, bool discard) {
-  return FanOut(discard ? Op::kDiscard : Op::kZero, offset, length, {}, false);
+  return FanOut(discard ? FanOutOp::kDiscard : FanOutOp::kZero, offset, length, {}, false);
 }
 
 Status ReplicatedVolume::Flush() {
-  return FanOut(Op::kFlush, 0, 0, {}, false);
+  return FanOut(FanOutOp::kFlush, 0, 0, {}, false);
 }
 
 Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out) {

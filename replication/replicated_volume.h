@@ -43,6 +43,31 @@ namespace unbd::replication {
 enum class ReplicaState { kHealthy, kOut, kRebuilding };
 const char* ReplicaStateName(ReplicaState s);
 
+inline constexpr size_t kMaxReplicas = 5;
+
+enum class FanOutOp { kWrite, kZero, kDiscard, kFlush };
+
+// One write (WRITE, WRITE_ZEROES, DISCARD) or FLUSH as the owner tracks it from BeginFanOut to
+// EndFanOut: which replicas it goes to and with which out_mask, its sequence number and regions.
+// Fixed size apart from a flush's candidate list, so a caller keeps one per tag and reuses it.
+struct FanOutTicket {
+  FanOutOp op = FanOutOp::kWrite;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool fua = false;
+  uint64_t seq = 0;
+  uint64_t first_region = UINT64_MAX;  // UINT64_MAX: no regions (a flush)
+  uint64_t last_region = 0;
+  uint32_t wait_mask = 0;     // healthy replicas: the ack waits for every one of them
+  uint32_t rebuild_mask = 0;  // rebuilding replicas: written to as well (writes only)
+  uint32_t out_mask = 0;      // IoRequest.out_mask for every replica
+  uint64_t volume_ids[kMaxReplicas] = {};
+  std::vector<uint64_t> flush_candidates;  // a flush: regions it may clear from the unstable set
+  uint32_t targets() const { return wait_mask | rebuild_mask; }
+};
+
+enum class FanOutStart { kStarted, kBusy, kFailed };
+
 struct ReplicatedVolumeOptions {
   std::string client_id;
   std::chrono::milliseconds rpc_timeout{2000};   // per replica per attempt
@@ -75,6 +100,31 @@ class ReplicatedVolume {
   Status WriteZeroes(uint64_t offset, uint64_t length, bool discard);
   Status Read(uint64_t offset, uint32_t length, std::string* out);
   Status Flush();
+
+  // ---- Hooks for a data path of its own (the frontend's per-queue streams); the unary calls
+  // above are built from the same pieces, so the rules exist once. ----
+  // Starts a write or flush: fails at once when fenced; a write holds its regions shared (a
+  // resync copy of them waits). With block == false, kBusy when a copier holds or waits for one
+  // of the regions (retry later; nothing was started). Never blocks on the network.
+  FanOutStart BeginFanOut(FanOutOp op, uint64_t offset, uint64_t length, bool fua, bool block,
+                          FanOutTicket* t, Status* failed);
+  // Some replica of t.targets() failed its part (results[i] for replica i; OK for the ones that
+  // applied it). Applies the rules: fenced -> the incarnation fails; a failed healthy replica is
+  // marked out on a majority before this returns OK; no majority -> retried (unary, with `data`)
+  // until quorum_wait and then failed; a failed rebuilding replica goes back to out. Blocks.
+  Status ResolveFanOut(const FanOutTicket& t, std::string_view data, const Status* results);
+  // Ends it (never blocks on the network): a failed write's regions stay unstable (pinned).
+  void EndFanOut(const FanOutTicket& t, const Status& result);
+  // After a flush ended OK: clears the unstable regions it covered on every healthy replica.
+  void ClearAfterFlush(const FanOutTicket& t);
+  // Replicas a read may use, trusted ones first: their indices and volume ids; `*trusted` of
+  // them are not suspect. 0 with *failed set when fenced.
+  size_t ReadSources(uint8_t* order, uint64_t* volume_ids, size_t* trusted, Status* failed) const;
+  // A replica answered "fenced by a newer epoch": every request of this incarnation fails.
+  void ReportFenced(const Status& s) { FailIncarnation(s); }
+  size_t replica_count() const { return replicas_.size(); }
+  const std::string& replica_target(size_t i) const { return replicas_[i]->rpc->target(); }
+  std::chrono::milliseconds rpc_timeout() const { return options_.rpc_timeout; }
 
   // Probes every out replica once and resyncs each one that answers; blocks until done. OK iff
   // every replica is healthy afterwards.
@@ -112,12 +162,11 @@ class ReplicatedVolume {
     uint64_t volume_id;
     bool wait;  // healthy: the ack waits for it
   };
-  enum class Op { kWrite, kZero, kDiscard, kFlush };
 
   ReplicatedVolume() = default;
   Status Reconcile(const std::vector<size_t>& healthy, const std::vector<size_t>& out);
-  Status FanOut(Op op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
-  Status SendOne(const Target& t, Op op, uint64_t offset, uint64_t length, std::string_view data,
+  Status FanOut(FanOutOp op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
+  Status SendOne(const Target& t, FanOutOp op, uint64_t offset, uint64_t length, std::string_view data,
                  bool fua, uint32_t out_mask);
   // Marks `failed` (healthy replicas that failed `regions`) out: their PeerSet on the survivors
   // gets the survivors' unstable regions and `regions`, then the change is committed on a

@@ -4,38 +4,26 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <thread>
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/wire_format_lite.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/support/proto_buffer_reader.h>
 #include <spdlog/spdlog.h>
 
 #include "backend/admin_client.h"
 #include "backend/io_frame.h"
+#include "frontend/block_stream.h"
 #include "frontend/write_pool.h"
 
 namespace unbd::frontend {
 
 using Clock = std::chrono::steady_clock;
-using google::protobuf::internal::WireFormatLite;
 
 namespace {
 
-constexpr const char* kStreamMethod = "/unbd.v1.BlockIo/Stream";
-// CompleteAsync "tag" meaning: the stream of generation `result` has ended.
 constexpr uint16_t kStreamEnded = 0xffff;
 constexpr uint8_t kSubTimer = 1;
 constexpr int kRetryTickMs = 50;
-
-constexpr uint32_t Key(int field, WireFormatLite::WireType t) {
-  return static_cast<uint32_t>(field << 3) | static_cast<uint32_t>(t);
-}
 
 int GrpcCodeToErrno(int code) {
   switch (static_cast<grpc::StatusCode>(code)) {
@@ -50,91 +38,21 @@ int GrpcCodeToErrno(int code) {
   }
 }
 
-bool Retryable(int code) {
-  auto c = static_cast<grpc::StatusCode>(code);
-  return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::CANCELLED ||
-         c == grpc::StatusCode::DEADLINE_EXCEEDED || c == grpc::StatusCode::ABORTED;
-}
-
 }  // namespace
 
-class RemoteHandler;
-
-// One BlockIo.Stream call. Writes are queued here (a lock private to this queue) because the
-// callback API allows one outstanding write at a time. Destroyed only well after OnDone.
-class IoStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  IoStream(RemoteHandler* handler, grpc::GenericStub* stub, uint32_t generation);
-  void Start();
-  void Send(grpc::ByteBuffer batch);
-  void Cancel() { ctx_.TryCancel(); }
-  void WaitDone() {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [this] { return done_; });
-  }
-  bool done() {
-    std::lock_guard<std::mutex> l(mu_);
-    return done_;
-  }
-  Clock::time_point done_at() {
-    std::lock_guard<std::mutex> l(mu_);
-    return done_at_;
-  }
-
-  void OnWriteDone(bool ok) override;
-  void OnReadDone(bool ok) override;
-  void OnDone(const grpc::Status& s) override;
-
- private:
-  // The queue thread may call Send at any time, but gRPC frees the call right after its last
-  // operation ends; a StartWrite after that touches freed memory. So the call is held open until
-  // no write can start any more (failed_) and none is in flight. Call with mu_ held; returns true
-  // when the caller must RemoveHold() (after unlocking).
-  bool ShouldReleaseHold() {
-    if (!failed_ || writing_ || hold_released_) return false;
-    hold_released_ = true;
-    return true;
-  }
-  void ReadSideEnded();
-
-  RemoteHandler* const handler_;
-  const uint32_t generation_;
-  grpc::ClientContext ctx_;
-  grpc::ByteBuffer incoming_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<grpc::ByteBuffer> writes_;
-  bool writing_ = false;
-  bool failed_ = false;  // no more writes: the call is over or broken
-  bool hold_released_ = false;
-  bool done_ = false;
-  Clock::time_point done_at_;
-};
-
-class RemoteHandler final : public QueueHandler {
+class RemoteHandler final : public QueueHandler, public BlockStreamSink {
  public:
   RemoteHandler(QueueContext* ctx, RemoteTarget* target, std::shared_ptr<RemoteStats> stats)
       : ctx_(ctx), target_(target), stats_(std::move(stats)), depth_(ctx->depth()), slots_(depth_),
         write_slot_(depth_, -1), read_dest_(new std::atomic<uint8_t*>[depth_]),
-        read_len_(new std::atomic<uint32_t>[depth_]), read_wire_tag_(new std::atomic<uint32_t>[depth_]) {
+        read_len_(new std::atomic<uint32_t>[depth_]), read_wire_tag_(new std::atomic<uint32_t>[depth_]),
+        batch_(2 * depth_) {
     for (size_t i = 0; i < depth_; ++i) {
       read_dest_[i].store(nullptr, std::memory_order_relaxed);
       read_len_[i].store(0, std::memory_order_relaxed);
       read_wire_tag_[i].store(0, std::memory_order_relaxed);
     }
     pending_.reserve(depth_);
-    slices_.reserve(2 * depth_);
-    payload_of_.reserve(2 * depth_);
-  }
-
-  ~RemoteHandler() override {
-    // Destroying the last channel makes gRPC shut down and join its callback completion queue's
-    // threads, which can block forever while a cancelled connection attempt is still backing off.
-    // A daemon only drops its handlers on the way out, so keep the channel for the process's life.
-    static auto* kept = new std::vector<std::shared_ptr<grpc::Channel>>();
-    static std::mutex kept_mu;
-    std::lock_guard<std::mutex> l(kept_mu);
-    kept->push_back(std::move(channel_));
   }
 
   Status Init() {
@@ -142,8 +60,7 @@ class RemoteHandler final : public QueueHandler {
     // write fall back to its tag's own buffer (still no copy).
     Status s = pool_.Init(depth_, target_->max_io_bytes_);
     if (!s.ok()) return s;
-    channel_ = backend::MakeChannel(target_->config_.server, /*own_connection=*/true);
-    stub_ = std::make_unique<grpc::GenericStub>(channel_);
+    link_ = std::make_unique<StreamLink>(backend::MakeChannel(target_->config_.server, /*own_connection=*/true));
     Connect();
     return Status::Ok();
   }
@@ -257,7 +174,7 @@ class RemoteHandler final : public QueueHandler {
       Finish(tag, data ? static_cast<int>(s.req.length) : 0);
       return;
     }
-    if (Retryable(result)) {
+    if (RetryableGrpcCode(result)) {
       retry_.push_back(tag);
       ArmTimer(kRetryTickMs);
       return;
@@ -284,13 +201,11 @@ class RemoteHandler final : public QueueHandler {
   }
 
   void Stop() override {
-    for (auto& st : streams_) st->Cancel();
-    for (auto& st : streams_) st->WaitDone();
+    link_->Stop();
     // gRPC drops its slice references when the calls are torn down; the pool must outlive them.
     auto until = Clock::now() + std::chrono::seconds(2);
     while (pool_.outstanding() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    streams_.clear();
     spdlog::info("queue {}: {} writes, payload from pool {} / tag buffers {}, {} payloads checked, {} bytes copied, "
                  "{} resends, {} reconnects",
                  ctx_->queue_id(), stats_->writes.load(), stats_->payload_from_pool.load(),
@@ -300,19 +215,24 @@ class RemoteHandler final : public QueueHandler {
 
   // ---- called on gRPC threads ----
   // Where READ data for `tag` goes, or nullptr if `size` is not what the request asked for.
-  uint8_t* ReadDest(uint32_t wire_tag, uint32_t size) {
+  uint8_t* ReadDest(uint32_t wire_tag, uint32_t size) override {
     const uint32_t tag = wire_tag & 0xffff;
     if (tag >= depth_) return nullptr;
     uint32_t len = read_len_[tag].load(std::memory_order_acquire);
     if (size != len || read_wire_tag_[tag].load(std::memory_order_relaxed) != wire_tag) return nullptr;
     return read_dest_[tag].load(std::memory_order_relaxed);
   }
-  void StreamCompletion(uint32_t wire_tag, int code) {
+  void StreamCompletion(uint32_t, uint32_t wire_tag, int code, const std::string& message, uint64_t) override {
+    if (code != 0) {
+      // The queue thread logs the failed request; only this thread has the backend's reason.
+      if (RetryableGrpcCode(code)) spdlog::debug("tag {:#x}: backend answered {}: {}", wire_tag, code, message);
+      else spdlog::error("tag {:#x}: backend answered {}: {}", wire_tag, code, message.empty() ? "(no message)" : message);
+    }
     // result = sequence number << 8 | gRPC code (codes are < 256).
     ctx_->CompleteAsync(static_cast<uint16_t>(wire_tag & 0xffff),
                         static_cast<int>(((wire_tag >> 16) << 8) | (static_cast<uint32_t>(code) & 0xff)));
   }
-  void StreamEnded(uint32_t generation, const grpc::Status& s) {
+  void StreamEnded(uint32_t generation, const grpc::Status& s) override {
     if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED)
       spdlog::debug("queue {}: stream to {} ended: {} ({})", ctx_->queue_id(), target_->config_.server,
                    s.error_message(), static_cast<int>(s.error_code()));
@@ -333,43 +253,27 @@ class RemoteHandler final : public QueueHandler {
   void AppendRequest(uint16_t tag) {
     Slot& s = slots_[tag];
     // The header bytes stay untouched until the tag's completion, so gRPC may reference them.
-    slices_.emplace_back(s.header, s.header_len, grpc::Slice::STATIC_SLICE);
-    payload_of_.push_back(nullptr);
+    batch_.AddHeader(s.header, s.header_len);
     if (s.req.op != UBLK_IO_OP_WRITE || s.req.length == 0) return;
     // The memory the kernel copied this write into: what must go on the wire, uncopied.
-    payload_of_.push_back(s.req.buf);
     if (s.pool_slot >= 0) {
-      pool_.Ref(s.pool_slot);  // gRPC's reference, dropped by the slice's release callback
-      slices_.emplace_back(pool_.data(s.pool_slot), s.req.length, &WritePool::ReleaseCookie, pool_.Cookie(s.pool_slot));
+      batch_.AddPoolPayload(&pool_, s.pool_slot, s.req.length);
       stats_->payload_from_pool.fetch_add(1, std::memory_order_relaxed);
     } else {
       // The tag's own buffer: the kernel wrote the data there, and it is not reused before the
       // completion arrives (which implies the server has the bytes).
-      slices_.emplace_back(s.req.buf, s.req.length, grpc::Slice::STATIC_SLICE);
+      batch_.AddStaticPayload(s.req.buf, s.req.length);
       stats_->payload_from_tag_buffer.fetch_add(1, std::memory_order_relaxed);
     }
   }
 
   void SendBatch() {
-    if (slices_.empty()) return;
-    grpc::ByteBuffer batch(slices_.data(), slices_.size());
-    if (target_->verify_zero_copy_) VerifyZeroCopy(batch);
-    slices_.clear();
-    payload_of_.clear();
-    streams_.back()->Send(std::move(batch));
-  }
-
-  // Proof for tests and benchmarks: the byte buffer gRPC will send holds, for every write, a slice
-  // that starts at the very memory the kernel copied the write into (the pool slot or tag buffer).
-  void VerifyZeroCopy(grpc::ByteBuffer& batch) {
-    std::vector<grpc::Slice> dumped;
-    bool same_shape = batch.Dump(&dumped).ok() && dumped.size() == payload_of_.size();
-    for (size_t i = 0; i < payload_of_.size(); ++i) {
-      if (!payload_of_[i]) continue;  // a header
-      stats_->payload_checked.fetch_add(1, std::memory_order_relaxed);
-      if (!same_shape || dumped[i].begin() != payload_of_[i])
-        stats_->payload_bytes_copied.fetch_add(slices_[i].size(), std::memory_order_relaxed);
-    }
+    if (batch_.empty()) return;
+    uint64_t checked = 0, copied = 0;
+    grpc::ByteBuffer batch = batch_.Take(target_->verify_zero_copy_, &checked, &copied);
+    if (checked) stats_->payload_checked.fetch_add(checked, std::memory_order_relaxed);
+    if (copied) stats_->payload_bytes_copied.fetch_add(copied, std::memory_order_relaxed);
+    link_->Send(std::move(batch));
   }
 
   void Finish(uint16_t tag, int result) {
@@ -384,16 +288,8 @@ class RemoteHandler final : public QueueHandler {
   }
 
   void Connect() {
-    // Old streams are deleted only long after their OnDone returned.
-    auto now = Clock::now();
-    for (auto it = streams_.begin(); it != streams_.end();) {
-      if ((*it)->done() && now - (*it)->done_at() > std::chrono::seconds(1)) it = streams_.erase(it);
-      else ++it;
-    }
     if (generation_ > 0) stats_->reconnects.fetch_add(1, std::memory_order_relaxed);
-    ++generation_;
-    streams_.push_back(std::make_unique<IoStream>(this, stub_.get(), generation_));
-    streams_.back()->Start();
+    generation_ = link_->Connect(this);
     up_ = true;
     pending_.clear();  // everything active goes out once on the new stream
     size_t n = 0;
@@ -440,148 +336,15 @@ class RemoteHandler final : public QueueHandler {
   std::unique_ptr<std::atomic<uint32_t>[]> read_wire_tag_;
   std::vector<uint16_t> pending_;
   std::vector<uint16_t> retry_;
-  std::vector<grpc::Slice> slices_;
-  std::vector<const uint8_t*> payload_of_;  // per slice: the write buffer it must be, or nullptr
   WritePool pool_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<grpc::GenericStub> stub_;
-  std::vector<std::unique_ptr<IoStream>> streams_;
+  BatchBuilder batch_;
+  std::unique_ptr<StreamLink> link_;
   uint32_t generation_ = 0;
   bool up_ = false;
   bool in_outage_ = false;
   bool timer_armed_ = false;
   __kernel_timespec timer_{};
 };
-
-// ---- IoStream ----
-
-IoStream::IoStream(RemoteHandler* handler, grpc::GenericStub* stub, uint32_t generation)
-    : handler_(handler), generation_(generation) {
-  static const std::string method(kStreamMethod);  // outlives every call that names it
-  stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
-}
-
-void IoStream::Start() {
-  AddHold();
-  StartRead(&incoming_);
-  StartCall();
-}
-
-void IoStream::Send(grpc::ByteBuffer batch) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (failed_ || done_) return;  // the queue re-sends everything unfinished on reconnect
-  writes_.push_back(std::move(batch));
-  if (!writing_) {
-    writing_ = true;
-    StartWrite(&writes_.front());
-  }
-}
-
-void IoStream::OnWriteDone(bool ok) {
-  bool release;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    writes_.pop_front();
-    if (!ok) {
-      failed_ = true;
-      writing_ = false;
-      writes_.clear();
-    } else if (writes_.empty()) {
-      writing_ = false;
-    } else {
-      StartWrite(&writes_.front());
-    }
-    release = ShouldReleaseHold();
-  }
-  if (release) RemoveHold();
-}
-
-void IoStream::ReadSideEnded() {
-  bool release;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    failed_ = true;
-    release = ShouldReleaseHold();
-  }
-  if (release) RemoveHold();
-}
-
-void IoStream::OnReadDone(bool ok) {
-  if (!ok) {
-    ReadSideEnded();  // the stream is over; OnDone follows once the hold is released
-    return;
-  }
-  grpc::ProtoBufferReader reader(&incoming_);
-  google::protobuf::io::CodedInputStream in(&reader);
-  bool malformed = false;
-  while (uint32_t key = in.ReadTag()) {
-    if (key != Key(1, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
-      if (!WireFormatLite::SkipField(&in, key)) {
-        malformed = true;
-        break;
-      }
-      continue;
-    }
-    uint32_t len;
-    if (!in.ReadVarint32(&len)) {
-      malformed = true;
-      break;
-    }
-    auto limit = in.PushLimit(static_cast<int>(len));
-    uint32_t tag = 0, code = 0;
-    std::string message;
-    bool ok_parse = true;
-    while (uint32_t k = in.ReadTag()) {
-      if (k == Key(1, WireFormatLite::WIRETYPE_VARINT)) {
-        ok_parse = in.ReadVarint32(&tag);
-      } else if (k == Key(2, WireFormatLite::WIRETYPE_VARINT)) {
-        ok_parse = in.ReadVarint32(&code);
-      } else if (k == Key(3, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
-        uint32_t n;
-        ok_parse = in.ReadVarint32(&n) && in.ReadString(&message, static_cast<int>(n));
-      } else if (k == Key(15, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
-        uint32_t n;
-        ok_parse = in.ReadVarint32(&n);
-        if (ok_parse) {
-          // READ data goes straight from gRPC's buffers into the request's buffer.
-          uint8_t* dest = handler_->ReadDest(tag, n);
-          ok_parse = dest ? in.ReadRaw(dest, static_cast<int>(n)) : in.Skip(static_cast<int>(n));
-          if (ok_parse && !dest && code == 0) code = static_cast<uint32_t>(grpc::StatusCode::INTERNAL);
-        }
-      } else {
-        ok_parse = WireFormatLite::SkipField(&in, k);
-      }
-      if (!ok_parse) break;
-    }
-    in.PopLimit(limit);
-    if (!ok_parse) {
-      malformed = true;
-      break;
-    }
-    if (code != 0) {
-      // The queue thread logs the failed request; only this thread has the backend's reason.
-      if (Retryable(static_cast<int>(code))) spdlog::debug("tag {:#x}: backend answered {}: {}", tag, code, message);
-      else spdlog::error("tag {:#x}: backend answered {}: {}", tag, code, message.empty() ? "(no message)" : message);
-    }
-    handler_->StreamCompletion(tag, static_cast<int>(code));
-  }
-  incoming_.Clear();
-  if (malformed) {
-    spdlog::error("malformed CompletionBatch from the backend; dropping the stream");
-    Cancel();
-    ReadSideEnded();
-    return;
-  }
-  StartRead(&incoming_);
-}
-
-void IoStream::OnDone(const grpc::Status& s) {
-  handler_->StreamEnded(generation_, s);
-  std::lock_guard<std::mutex> l(mu_);
-  done_ = true;
-  done_at_ = Clock::now();
-  cv_.notify_all();
-}
 
 // ---- RemoteTarget ----
 

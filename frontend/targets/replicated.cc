@@ -3,11 +3,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 
 #include <spdlog/spdlog.h>
 
+#include "backend/io_frame.h"
+#include "frontend/block_stream.h"
+#include "frontend/write_pool.h"
+#include "replication/replica_channel.h"
 #include "replication/replica_meta.h"
 #include "replication/replica_rpc.h"
 
@@ -15,6 +21,7 @@ namespace unbd::frontend {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
 using replication::ReplicaState;
 using replication::ReplicatedVolume;
 
@@ -28,108 +35,531 @@ std::string ClientId() {
          std::to_string(n++);
 }
 
-// Requests wait in a fixed ring of tags (depth slots, allocated once) for one of the queue's
-// workers; each worker blocks in the replication library and hands the result back to the queue
-// thread with CompleteAsync.
+// Per queue: one BlockIo.Stream per replica (StreamLink, shared with the plain remote target) and
+// a fixed slot per tag (allocated once). The queue thread starts each write or flush with the
+// library's BeginFanOut (which replicas, out_mask, sequence number, region lock), encodes one
+// header per targeted replica and sends the payload as zero-copy slices on every targeted stream.
+// Each replica's answer is claimed once per request with an atomic (sequence number << 16 |
+// replicas still awaited); the last one wakes the queue thread. All OK: EndFanOut and complete.
+// Any failure, timeout or broken stream: a slow-path thread runs the library's ResolveFanOut
+// (fencing, mark-out committed on a majority before the ack, quorum wait, unary retries), then
+// EndFanOut, and hands the result back. Reads go to one healthy replica, the next one on error.
 class ReplicatedHandler final : public QueueHandler {
  public:
-  ReplicatedHandler(ReplicatedTarget* target, QueueContext* ctx, uint32_t workers)
-      : target_(target), vol_(target->volume()), ctx_(ctx), reqs_(ctx->depth()),
-        ring_(ctx->depth()) {
-    for (uint32_t i = 0; i < workers; ++i) workers_.emplace_back([this] { Work(); });
+  ReplicatedHandler(ReplicatedTarget* target, QueueContext* ctx)
+      : target_(target), vol_(target->volume()), ctx_(ctx), depth_(ctx->depth()),
+        n_(vol_->replica_count()), slots_(new Slot[depth_]), write_slot_(depth_, -1),
+        batch_(4 * depth_) {
+    for (size_t p = 0; p < n_; ++p) {
+      sinks_[p].h = this;
+      sinks_[p].replica = static_cast<uint8_t>(p);
+      pending_[p].reserve(depth_);
+    }
+    busy_.reserve(depth_);
   }
   ~ReplicatedHandler() override { Stop(); }
 
+  Status Init() {
+    Status s = pool_.Init(depth_, kMaxIoBytes);
+    if (!s.ok()) return s;
+    for (size_t p = 0; p < n_; ++p) {
+      links_[p] = std::make_unique<StreamLink>(
+          replication::ReplicaChannel(vol_->replica_target(p), /*own_connection=*/true));
+    }
+    return Status::Ok();
+  }
+
+  uint8_t* WriteBuffer(uint16_t tag, uint32_t length) override {
+    if (length > pool_.slot_bytes()) return nullptr;
+    const int slot = pool_.Acquire();
+    write_slot_[tag] = slot;
+    return slot < 0 ? nullptr : pool_.data(slot);
+  }
+
   void Submit(const IoRequest& req) override {
-    std::lock_guard lock(mu_);
-    reqs_[req.tag] = req;
-    // At most depth tags are ever outstanding, so the ring never overflows.
-    ring_[(head_ + count_) % ring_.size()] = req.tag;
-    ++count_;
-    cv_.notify_one();
+    Slot& s = slots_[req.tag];
+    s.req = req;
+    s.pool_slot = -1;
+    if (req.op == UBLK_IO_OP_WRITE) {
+      s.pool_slot = write_slot_[req.tag];
+      write_slot_[req.tag] = -1;
+    }
+    switch (req.op) {
+      case UBLK_IO_OP_READ:
+        return StartRead(req.tag);
+      case UBLK_IO_OP_WRITE:
+      case UBLK_IO_OP_DISCARD:
+      case UBLK_IO_OP_WRITE_ZEROES:
+        if (req.length == 0) return Finish(req.tag, 0);
+        [[fallthrough]];
+      case UBLK_IO_OP_FLUSH:
+        return StartFanOut(req.tag);
+      default:
+        return Finish(req.tag, -EOPNOTSUPP);
+    }
+  }
+
+  void Flush() override {
+    for (size_t p = 0; p < n_; ++p) {
+      if (pending_[p].empty()) continue;
+      if (!up_[p]) {
+        gen_[p] = links_[p]->Connect(&sinks_[p]);
+        up_[p] = true;
+      }
+      uint32_t count = 0;
+      uint64_t bytes = 0;
+      for (uint16_t tag : pending_[p]) {
+        Slot& s = slots_[tag];
+        // Failed already (its stream ended or timed out before it went out): not sent.
+        const uint32_t claim = s.claim.load(std::memory_order_acquire);
+        if (s.state != State::kSent || (claim >> 16) != s.seq || !(claim & (1u << p))) continue;
+        if (s.sent_seq[p] == s.seq) continue;  // queued twice (a tag reused within one round)
+        s.sent_seq[p] = s.seq;
+        const uint32_t data = s.req.op == UBLK_IO_OP_WRITE ? s.req.length : 0;
+        if (count > 0 && (count >= kMaxBatchRequests || bytes + data > kMaxBatchBytes)) {
+          SendBatch(p);
+          count = 0;
+          bytes = 0;
+        }
+        batch_.AddHeader(s.header[p], s.header_len[p]);
+        if (data > 0) {
+          if (s.pool_slot >= 0) batch_.AddPoolPayload(&pool_, s.pool_slot, data);
+          else batch_.AddStaticPayload(s.req.buf, data);  // stays valid until the completion
+        }
+        ++count;
+        bytes += data;
+      }
+      SendBatch(p);
+      pending_[p].clear();
+    }
+  }
+
+  void OnAsync(uint16_t tag, int result, QueueContext*) override {
+    if (tag >= kStreamEndedBase && tag < kStreamEndedBase + replication::kMaxReplicas) {
+      return OnStreamEnded(tag - kStreamEndedBase, static_cast<uint32_t>(result));
+    }
+    if (tag == kSlowDone) {
+      const uint16_t t = static_cast<uint16_t>(result);
+      slots_[t].state = State::kIdle;
+      return Finish(t, slots_[t].slow_result);
+    }
+    if (tag >= depth_) return;
+    Slot& s = slots_[tag];
+    if (s.state != State::kSent || s.seq != static_cast<uint16_t>(result)) return;
+    OnAllAnswered(tag);
+  }
+
+  void OnCqe(uint16_t, uint8_t sub, int) override {
+    if (sub != kSubTimer) return;
+    timer_armed_ = false;
+    const auto now = Clock::now();
+    const auto timeout = vol_->rpc_timeout();
+    uint32_t wedged = 0;
+    for (uint16_t tag = 0; tag < depth_; ++tag) {
+      const Slot& s = slots_[tag];
+      if (s.state != State::kSent || now - s.since < timeout) continue;
+      wedged |= s.claim.load(std::memory_order_acquire) & 0xffff;
+    }
+    // A replica that does not answer within the timeout: its stream is dropped (a new one is made
+    // for the next request sent to it) and everything awaiting it failed.
+    for (size_t p = 0; p < n_; ++p) {
+      if (!(wedged & (1u << p))) continue;
+      spdlog::warn("volume '{}' queue {}: replica {} ({}) did not answer within {} ms", vol_->name(),
+                   ctx_->queue_id(), p, vol_->replica_target(p), timeout.count());
+      links_[p]->Cancel();
+      up_[p] = false;
+      FailAwaiting(p, grpc::StatusCode::DEADLINE_EXCEEDED);
+    }
+    // Requests a resync copy kept from their regions: try again.
+    if (!busy_.empty()) {
+      std::vector<uint16_t> again;
+      again.swap(busy_);
+      busy_.reserve(depth_);
+      for (uint16_t tag : again) StartFanOut(tag);
+    }
+    if (!busy_.empty() || AnySent()) MaybeArmTimer();
   }
 
   void Stop() override {
     {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      stopping_ = true;
+      // Slow-path threads finish first: each completes its request.
+      std::unique_lock l(slow_mu_);
+      slow_cv_.wait(l, [&] { return slow_running_ == 0; });
+      if (stopped_) return;
+      stopped_ = true;
     }
-    cv_.notify_all();
-    // Workers finish what was queued before they exit: every request gets its one completion.
-    for (auto& w : workers_) w.join();
+    for (size_t p = 0; p < n_; ++p) {
+      if (links_[p]) links_[p]->Stop();
+    }
+    // gRPC drops its slice references when the calls are torn down; the pool must outlive them.
+    const auto until = Clock::now() + std::chrono::seconds(2);
+    while (pool_.outstanding() > 0 && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 
  private:
-  void Work() {
-    std::string scratch;  // READ data; reused, so it stops allocating once it is large enough
-    for (;;) {
-      IoRequest req;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return count_ > 0 || stopping_; });
-        if (count_ == 0) return;
-        req = reqs_[ring_[head_]];
-        head_ = (head_ + 1) % ring_.size();
-        --count_;
+  enum class State : uint8_t { kIdle, kBusy, kSent, kSlow };
+  static constexpr uint16_t kStreamEndedBase = 0xfff0;  // + replica; result = generation
+  static constexpr uint16_t kSlowDone = 0xffe0;         // result = tag
+  static constexpr uint8_t kSubTimer = 1;
+  static constexpr uint32_t kMaxIoBytes = 1u << 20;
+  static constexpr uint32_t kMaxBatchRequests = 64;
+  static constexpr uint64_t kMaxBatchBytes = 4u << 20;
+  // A FAILED_PRECONDITION answer that names a newer epoch (not "never opened": a replica failure).
+  static constexpr uint8_t kFencedCode = 0xff;
+
+  struct Slot {
+    IoRequest req{};
+    int pool_slot = -1;
+    State state = State::kIdle;
+    uint16_t seq = 0;
+    Clock::time_point since;
+    replication::FanOutTicket ticket;  // writes and flushes
+    // Reads: the replicas to try, in order, and the next one.
+    uint8_t read_order[replication::kMaxReplicas] = {};
+    uint64_t read_vids[replication::kMaxReplicas] = {};
+    uint8_t read_n = 0, read_next = 0;
+    uint8_t header_len[replication::kMaxReplicas] = {};
+    uint16_t sent_seq[replication::kMaxReplicas] = {};  // the request last sent to each replica
+    char header[replication::kMaxReplicas][backend::kMaxIoRequestHeaderBytes];
+    // Written by whoever claims an answer (gRPC threads, the queue thread).
+    std::atomic<uint32_t> claim{0};  // seq << 16 | replicas still awaited
+    std::atomic<uint32_t> remaining{0};
+    std::atomic<uint32_t> failed{0};  // replicas that answered with an error
+    std::atomic<uint8_t> code[replication::kMaxReplicas] = {};
+    std::atomic<uint64_t> their_epoch[replication::kMaxReplicas] = {};
+    // READ data destination, checked on gRPC threads.
+    std::atomic<uint32_t> read_wire_tag{0};
+    std::atomic<uint32_t> read_len{0};
+    int slow_result = 0;  // set by the slow path before kSlowDone
+  };
+
+  // One replica's stream events, tagged with the replica.
+  struct Sink final : BlockStreamSink {
+    ReplicatedHandler* h = nullptr;
+    uint8_t replica = 0;
+    uint8_t* ReadDest(uint32_t wire_tag, uint32_t size) override {
+      const uint32_t tag = wire_tag & 0xffff;
+      if (tag >= h->depth_) return nullptr;
+      Slot& s = h->slots_[tag];
+      if (s.read_len.load(std::memory_order_acquire) != size ||
+          s.read_wire_tag.load(std::memory_order_relaxed) != wire_tag)
+        return nullptr;
+      return s.req.buf;
+    }
+    void StreamCompletion(uint32_t, uint32_t wire_tag, int code, const std::string& message,
+                          uint64_t current_epoch) override {
+      const uint16_t tag = static_cast<uint16_t>(wire_tag & 0xffff);
+      const uint16_t seq = static_cast<uint16_t>(wire_tag >> 16);
+      if (tag >= h->depth_) return;
+      int c = code;
+      if (code == static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION) &&
+          (current_epoch > h->vol_->epoch() ||
+           message.find("is fenced by epoch") != std::string::npos)) {
+        c = kFencedCode;
       }
-      ctx_->CompleteAsync(req.tag, Execute(req, &scratch));
+      if (code != 0) {
+        spdlog::warn("volume '{}': replica {} ({}) answered tag {:#x} with code {}: {}",
+                     h->vol_->name(), replica, h->vol_->replica_target(replica), wire_tag, code,
+                     message.empty() ? "(no message)" : message);
+      }
+      if (h->Answer(tag, seq, replica, c, current_epoch)) h->ctx_->CompleteAsync(tag, seq);
+    }
+    void StreamEnded(uint32_t generation, const grpc::Status& s) override {
+      if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) {
+        spdlog::warn("volume '{}' queue {}: stream to replica {} ({}) ended: {} ({})",
+                     h->vol_->name(), h->ctx_->queue_id(), replica,
+                     h->vol_->replica_target(replica), s.error_message(),
+                     static_cast<int>(s.error_code()));
+      }
+      h->ctx_->CompleteAsync(static_cast<uint16_t>(kStreamEndedBase + replica),
+                             static_cast<int>(generation));
+    }
+  };
+
+  // Claims replica p's answer to request (tag, seq) once; true when it was the last one awaited.
+  bool Answer(uint16_t tag, uint16_t seq, size_t p, int code, uint64_t their_epoch) {
+    Slot& s = slots_[tag];
+    const uint32_t bit = 1u << p;
+    uint32_t cur = s.claim.load(std::memory_order_acquire);
+    for (;;) {
+      if ((cur >> 16) != seq || !(cur & bit)) return false;  // stale, or answered already
+      if (s.claim.compare_exchange_weak(cur, cur & ~bit, std::memory_order_acq_rel)) break;
+    }
+    if (code != 0) {
+      s.code[p].store(static_cast<uint8_t>(code), std::memory_order_relaxed);
+      s.their_epoch[p].store(their_epoch, std::memory_order_relaxed);
+      s.failed.fetch_or(bit, std::memory_order_release);
+    }
+    return s.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+
+  // Arms the answers of a new request to the replicas in `mask` (before anything is sent).
+  void Arm(Slot& s, uint32_t mask) {
+    s.seq = static_cast<uint16_t>(s.seq + 1);
+    s.failed.store(0, std::memory_order_relaxed);
+    s.remaining.store(static_cast<uint32_t>(std::popcount(mask)), std::memory_order_relaxed);
+    s.claim.store((static_cast<uint32_t>(s.seq) << 16) | mask, std::memory_order_release);
+    s.state = State::kSent;
+    s.since = Clock::now();
+  }
+
+  void Encode(uint16_t tag, size_t p, v1::Opcode op, uint64_t volume_id, uint32_t out_mask) {
+    Slot& s = slots_[tag];
+    backend::IoRequestHeader h;
+    h.tag = tag | (static_cast<uint32_t>(s.seq) << 16);
+    h.op = op;
+    h.fua = (s.req.flags & UBLK_IO_F_FUA) != 0;
+    h.volume_id = volume_id;
+    h.epoch = vol_->epoch();
+    h.offset = op == v1::OP_FLUSH ? 0 : s.req.offset;
+    h.length = op == v1::OP_FLUSH ? 0 : s.req.length;
+    h.out_mask = out_mask;
+    s.header_len[p] = static_cast<uint8_t>(backend::EncodeIoRequestHeader(h, s.header[p]));
+    pending_[p].push_back(tag);
+  }
+
+  void StartFanOut(uint16_t tag) {
+    Slot& s = slots_[tag];
+    replication::FanOutOp op;
+    v1::Opcode wire;
+    switch (s.req.op) {
+      case UBLK_IO_OP_WRITE: op = replication::FanOutOp::kWrite; wire = v1::OP_WRITE; break;
+      case UBLK_IO_OP_DISCARD: op = replication::FanOutOp::kDiscard; wire = v1::OP_DISCARD; break;
+      case UBLK_IO_OP_WRITE_ZEROES: op = replication::FanOutOp::kZero; wire = v1::OP_WRITE_ZEROES; break;
+      default: op = replication::FanOutOp::kFlush; wire = v1::OP_FLUSH; break;
+    }
+    Status failed;
+    const bool fua = (s.req.flags & UBLK_IO_F_FUA) != 0;
+    switch (vol_->BeginFanOut(op, s.req.offset, s.req.length, fua, /*block=*/false, &s.ticket,
+                              &failed)) {
+      case replication::FanOutStart::kBusy:
+        // A resync copy holds one of its regions for a few ms; the queue thread never waits.
+        s.state = State::kBusy;
+        busy_.push_back(tag);
+        MaybeArmTimer();
+        return;
+      case replication::FanOutStart::kFailed:
+        target_->ReportFailure(OpName(s.req.op), s.req.offset, failed);
+        return Finish(tag, -EIO);
+      case replication::FanOutStart::kStarted:
+        break;
+    }
+    const uint32_t targets = s.ticket.targets();
+    if (targets == 0) {
+      // No replica to send to: cannot happen while the healthy set is a committed majority.
+      const Status none = Status::Internal("no healthy replica to send to");
+      vol_->EndFanOut(s.ticket, none);
+      target_->ReportFailure(OpName(s.req.op), s.req.offset, none);
+      return Finish(tag, -EIO);
+    }
+    Arm(s, targets);
+    for (size_t p = 0; p < n_; ++p) {
+      if (targets & (1u << p)) Encode(tag, p, wire, s.ticket.volume_ids[p], s.ticket.out_mask);
+    }
+    MaybeArmTimer();
+  }
+
+  void StartRead(uint16_t tag) {
+    Slot& s = slots_[tag];
+    size_t trusted = 0;
+    Status failed;
+    s.read_n = static_cast<uint8_t>(vol_->ReadSources(s.read_order, s.read_vids, &trusted, &failed));
+    if (s.read_n == 0) {
+      target_->ReportFailure("read", s.req.offset,
+                             failed.ok() ? Status::Unavailable("read: no healthy replica") : failed);
+      return Finish(tag, -EIO);
+    }
+    // Spread reads over the trusted replicas (suspect ones only as a fallback).
+    const size_t spread = trusted ? trusted : s.read_n;
+    const size_t start = read_rotor_++ % spread;
+    std::rotate(s.read_order, s.read_order + start, s.read_order + spread);
+    std::rotate(s.read_vids, s.read_vids + start, s.read_vids + spread);
+    s.read_next = 0;
+    SendRead(tag);
+  }
+
+  void SendRead(uint16_t tag) {
+    Slot& s = slots_[tag];
+    const size_t p = s.read_order[s.read_next];
+    Arm(s, 1u << p);
+    s.read_wire_tag.store(tag | (static_cast<uint32_t>(s.seq) << 16), std::memory_order_relaxed);
+    s.read_len.store(s.req.length, std::memory_order_release);
+    Encode(tag, p, v1::OP_READ, s.read_vids[s.read_next], 0);
+    MaybeArmTimer();
+  }
+
+  Status ReplicaStatus(const Slot& s, size_t p) const {
+    const int code = s.code[p].load(std::memory_order_relaxed);
+    const std::string where = "replica " + std::to_string(p) + " (" + vol_->replica_target(p) +
+                              ", volume " + std::to_string(s.ticket.volume_ids[p]) + ")";
+    if (code == kFencedCode) {
+      // The wording IsFenced recognizes, as the server's own message.
+      return Status::FailedPrecondition(
+          where + ": epoch " + std::to_string(vol_->epoch()) + " is fenced by epoch " +
+          std::to_string(s.their_epoch[p].load(std::memory_order_relaxed)));
+    }
+    const std::string m = where + ": stream answered gRPC code " + std::to_string(code);
+    switch (static_cast<grpc::StatusCode>(code)) {
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+        return Status::DeadlineExceeded(where + ": no answer on its stream within " +
+                                        std::to_string(vol_->rpc_timeout().count()) + " ms");
+      case grpc::StatusCode::FAILED_PRECONDITION: return Status::FailedPrecondition(m);
+      case grpc::StatusCode::INVALID_ARGUMENT: return Status::InvalidArgument(m);
+      case grpc::StatusCode::OUT_OF_RANGE: return Status::OutOfRange(m);
+      default: return Status::Unavailable(m);
     }
   }
 
-  int Execute(const IoRequest& req, std::string* scratch) {
-    Status s;
-    const char* what = "?";
-    switch (req.op) {
-      case UBLK_IO_OP_READ:
-        what = "read";
-        s = vol_->Read(req.offset, req.length, scratch);
-        if (s.ok() && scratch->size() != req.length) {
-          s = Status::Internal("read at offset " + std::to_string(req.offset) + ": got " +
-                               std::to_string(scratch->size()) + " of " +
-                               std::to_string(req.length) + " bytes");
-        }
-        if (s.ok()) std::memcpy(req.buf, scratch->data(), req.length);
-        break;
-      case UBLK_IO_OP_WRITE:
-        what = "write";
-        s = vol_->Write(req.offset,
-                        std::string_view(reinterpret_cast<const char*>(req.buf), req.length),
-                        (req.flags & UBLK_IO_F_FUA) != 0);
-        break;
-      case UBLK_IO_OP_FLUSH:
-        what = "flush";
-        s = vol_->Flush();
-        break;
-      case UBLK_IO_OP_DISCARD:
-        what = "discard";
-        s = vol_->WriteZeroes(req.offset, req.length, /*discard=*/true);
-        break;
-      case UBLK_IO_OP_WRITE_ZEROES:
-        what = "write-zeroes";
-        s = vol_->WriteZeroes(req.offset, req.length, /*discard=*/false);
-        break;
-      default:
-        return -EOPNOTSUPP;
+  void OnAllAnswered(uint16_t tag) {
+    Slot& s = slots_[tag];
+    const uint32_t failed = s.failed.load(std::memory_order_acquire);
+    if (s.req.op == UBLK_IO_OP_READ) {
+      s.read_len.store(0, std::memory_order_relaxed);
+      if (failed == 0) return Finish(tag, static_cast<int>(s.req.length));
+      const size_t p = s.read_order[s.read_next];
+      const Status st = ReplicaStatus(s, p);
+      if (s.code[p].load(std::memory_order_relaxed) == kFencedCode) {
+        vol_->ReportFenced(st);
+        target_->ReportFailure("read", s.req.offset, st);
+        return Finish(tag, -EIO);
+      }
+      if (++s.read_next < s.read_n) return SendRead(tag);
+      target_->ReportFailure("read", s.req.offset,
+                             Status::Unavailable("every healthy replica failed; last: " + st.ToString()));
+      return Finish(tag, -EIO);
     }
-    if (!s.ok()) {
-      target_->ReportFailure(what, req.offset, s);
-      return -EIO;
+    if (failed == 0) {
+      vol_->EndFanOut(s.ticket, Status::Ok());
+      if (s.ticket.op == replication::FanOutOp::kFlush && !s.ticket.flush_candidates.empty()) {
+        // Clearing the unstable set takes RPCs: off the queue thread, after the completion.
+        RunSlow([vol = vol_, t = s.ticket] { vol->ClearAfterFlush(t); });
+      }
+      return Finish(tag, s.req.op == UBLK_IO_OP_WRITE ? static_cast<int>(s.req.length) : 0);
     }
-    return req.op == UBLK_IO_OP_READ || req.op == UBLK_IO_OP_WRITE ? static_cast<int>(req.length)
-                                                                    : 0;
+    GoSlow(tag);
   }
 
-  ReplicatedTarget* target_;
-  ReplicatedVolume* vol_;
-  QueueContext* ctx_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<IoRequest> reqs_;   // by tag
-  std::vector<uint16_t> ring_;    // tags waiting for a worker
-  size_t head_ = 0, count_ = 0;   // guarded by mu_
-  bool stopping_ = false;         // guarded by mu_
-  std::vector<std::thread> workers_;
+  // The library's rules for a failed fan-out, on a thread of their own; the request completes
+  // when they decided (kSlowDone).
+  void GoSlow(uint16_t tag) {
+    Slot& s = slots_[tag];
+    s.state = State::kSlow;
+    const uint32_t failed = s.failed.load(std::memory_order_acquire);
+    RunSlow([this, tag, failed] {
+      Slot& s = slots_[tag];
+      Status results[replication::kMaxReplicas];
+      for (size_t p = 0; p < n_; ++p) {
+        if (failed & (1u << p)) results[p] = ReplicaStatus(s, p);
+      }
+      const std::string_view data =
+          s.req.op == UBLK_IO_OP_WRITE
+              ? std::string_view(reinterpret_cast<const char*>(s.req.buf), s.req.length)
+              : std::string_view();
+      const Status r = vol_->ResolveFanOut(s.ticket, data, results);
+      vol_->EndFanOut(s.ticket, r);
+      if (r.ok() && s.ticket.op == replication::FanOutOp::kFlush) vol_->ClearAfterFlush(s.ticket);
+      if (!r.ok()) target_->ReportFailure(OpName(s.req.op), s.req.offset, r);
+      s.slow_result = !r.ok() ? -EIO
+                              : (s.req.op == UBLK_IO_OP_WRITE ? static_cast<int>(s.req.length) : 0);
+      ctx_->CompleteAsync(kSlowDone, tag);
+    });
+  }
+
+  void RunSlow(std::function<void()> work) {
+    {
+      std::lock_guard l(slow_mu_);
+      ++slow_running_;
+    }
+    std::thread([this, work = std::move(work)] {
+      work();
+      std::lock_guard l(slow_mu_);
+      if (--slow_running_ == 0) slow_cv_.notify_all();
+    }).detach();
+  }
+
+  void OnStreamEnded(size_t p, uint32_t generation) {
+    if (generation != gen_[p] || !up_[p]) return;  // an older stream, or given up on already
+    up_[p] = false;
+    // Everything still awaiting this replica was sent on the stream that ended.
+    FailAwaiting(p, grpc::StatusCode::UNAVAILABLE);
+  }
+
+  void FailAwaiting(size_t p, grpc::StatusCode code) {
+    for (uint16_t tag = 0; tag < depth_; ++tag) {
+      const Slot& s = slots_[tag];
+      if (s.state != State::kSent) continue;
+      if (Answer(tag, s.seq, p, static_cast<int>(code), 0)) OnAllAnswered(tag);
+    }
+  }
+
+  bool AnySent() const {
+    for (uint16_t tag = 0; tag < depth_; ++tag) {
+      if (slots_[tag].state == State::kSent) return true;
+    }
+    return false;
+  }
+
+  void SendBatch(size_t p) {
+    if (batch_.empty()) return;
+    uint64_t checked = 0, copied = 0;
+    links_[p]->Send(batch_.Take(false, &checked, &copied));
+  }
+
+  void Finish(uint16_t tag, int result) {
+    Slot& s = slots_[tag];
+    if (s.pool_slot >= 0) {
+      pool_.Unref(s.pool_slot);  // the request's reference
+      s.pool_slot = -1;
+    }
+    s.state = State::kIdle;
+    ctx_->Complete(tag, result);
+  }
+
+  void MaybeArmTimer() {
+    if (timer_armed_) return;
+    const int ms = busy_.empty() ? 100 : 2;
+    timer_.tv_sec = ms / 1000;
+    timer_.tv_nsec = (ms % 1000) * 1000000LL;
+    io_uring_sqe* sqe = ctx_->GetSqe();
+    io_uring_prep_timeout(sqe, &timer_, 0, 0);
+    sqe->user_data = TargetUserData(0, kSubTimer);
+    timer_armed_ = true;
+  }
+
+  static const char* OpName(uint8_t op) {
+    switch (op) {
+      case UBLK_IO_OP_READ: return "read";
+      case UBLK_IO_OP_WRITE: return "write";
+      case UBLK_IO_OP_FLUSH: return "flush";
+      case UBLK_IO_OP_DISCARD: return "discard";
+      case UBLK_IO_OP_WRITE_ZEROES: return "write-zeroes";
+    }
+    return "?";
+  }
+
+  ReplicatedTarget* const target_;
+  ReplicatedVolume* const vol_;
+  QueueContext* const ctx_;
+  const uint16_t depth_;
+  const size_t n_;
+  std::unique_ptr<Slot[]> slots_;
+  std::vector<int> write_slot_;  // NEED_GET_DATA slot chosen for a tag's pending write
+  WritePool pool_;
+  BatchBuilder batch_;
+  std::unique_ptr<StreamLink> links_[replication::kMaxReplicas];
+  Sink sinks_[replication::kMaxReplicas];
+  uint32_t gen_[replication::kMaxReplicas] = {};
+  bool up_[replication::kMaxReplicas] = {};
+  std::vector<uint16_t> pending_[replication::kMaxReplicas];  // tags to send, per replica
+  std::vector<uint16_t> busy_;  // tags waiting for a region a resync copy holds
+  uint32_t read_rotor_ = 0;
+  bool timer_armed_ = false;
+  __kernel_timespec timer_{};
+  std::mutex slow_mu_;
+  std::condition_variable slow_cv_;
+  int slow_running_ = 0;  // guarded by slow_mu_
+  bool stopped_ = false;  // guarded by slow_mu_
 };
 
 // The volume's id on each server. Any one answer is enough: each replica stores the replica set
@@ -277,8 +707,10 @@ void ReplicatedTarget::AdjustParams(ublk_params* p) const {
 }
 
 Status ReplicatedTarget::CreateQueueHandler(QueueContext* ctx, std::unique_ptr<QueueHandler>* out) {
-  const uint32_t workers = std::clamp<uint32_t>(options_.workers_per_queue, 1, ctx->depth());
-  *out = std::make_unique<ReplicatedHandler>(this, ctx, workers);
+  auto h = std::make_unique<ReplicatedHandler>(this, ctx);
+  Status s = h->Init();
+  if (!s.ok()) return s;
+  *out = std::move(h);
   return Status::Ok();
 }
 

@@ -5,15 +5,18 @@
 // reconciliation of the regions the previous owner left in flight. The library's prober resyncs
 // replicas that come back, in the daemon; this target logs their progress and state changes.
 //
-// First increment (plan step 5): each queue hands its requests to a few worker threads that call
-// the library's unary fan-out (ReplicatedVolume::Write/Read/Flush/WriteZeroes) and return the
-// results with QueueContext::CompleteAsync. So the ack rule, mark-out committed on a majority
-// before the ack, the bounded quorum wait (= retry_deadline_ms) and fencing are exactly the
-// library's: a write completes when every healthy replica applied it; a fenced incarnation fails
-// every request with -EIO (the replica's message is logged once). Reads go to one healthy replica
-// with fallback. Not yet the per-queue streams of the design: the library copies nothing on writes
-// but allocates per request (its own threads and gRPC calls), and READ data is copied once from
-// the RPC's string into the request's buffer.
+// The data path (docs/replication.md, section 3): per queue, one BlockIo.Stream per replica (the
+// plain remote target's stream code, frontend/block_stream.h). A write's payload — the buffer the
+// kernel copied it into — goes as zero-copy slices to every healthy and rebuilding replica, with
+// out_mask; it completes when every targeted replica answered and all of them applied it. The
+// bookkeeping and the rules are the library's (ReplicatedVolume::BeginFanOut / EndFanOut, one
+// implementation for this path and the unary one): a fan-out where a replica failed, timed out
+// (rpc_timeout) or its stream broke goes to ResolveFanOut on a slow-path thread — mark-out
+// committed on a majority before the ack, the bounded quorum wait (= retry_deadline_ms) with
+// unary retries, never an ack on a minority, a fenced incarnation fails every request with -EIO
+// (the replica's message is logged once); a failed write's regions stay pinned unstable. FLUSH
+// clears the unstable regions it covered after it completed. Reads go to one healthy replica
+// (round robin over the trusted ones) on its stream, with fallback to the next on error.
 #pragma once
 
 #include <atomic>
@@ -33,7 +36,6 @@ struct ReplicatedTargetOptions {
   // Interval of the library's prober that re-opens and resyncs out replicas.
   std::chrono::milliseconds resync_probe_interval{2000};
   std::chrono::milliseconds rpc_timeout{5000};  // per replica per attempt (--replica-timeout in the design)
-  uint32_t workers_per_queue = 8;                // concurrent requests per queue (<= depth)
 };
 
 class ReplicatedTarget : public Target {

@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -334,6 +336,50 @@ TEST_F(ReplicatedTargetTest, OpensWithOneReplicaDownWhichStartsOutAndIsResynced)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_EQ(target->volume()->states()[1], ReplicaState::kHealthy) << "not resynced within 60 s";
+  Flush(q, h.get());
+  VerifyAll(q, h.get());
+  h->Stop();
+  ExpectIdenticalReplicas();
+}
+
+TEST_F(ReplicatedTargetTest, HungReplicaTimesOutIsMarkedOutNoRequestFailsResyncedLater) {
+  // Replica 2 stops answering writes of our epoch (the server's hold hook) while the other two
+  // answer: its stream's requests time out (rpc_timeout), the stream is dropped, replica 2 is
+  // marked out on the majority, and every write still completes. Once it answers again the
+  // prober resyncs it and the three are identical.
+  const std::string hold = dirs_[2] + "/hold";
+  servers_[2].reset();
+  servers_[2] = std::make_unique<unbd::testing::ServerProcess>(
+      dirs_[2], dirs_[2] + "/data", std::vector<std::string>{"--test-hold-writes-file", hold},
+      targets_[2]);
+  ASSERT_TRUE(servers_[2]->started());
+  auto target = OpenTarget();
+  ASSERT_TRUE(target);
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  for (int round = 0; round < 2; ++round) WriteRound(q, h.get());
+  {
+    std::ofstream f(hold);
+    f << target->epoch() << "\n";
+  }
+  const auto t0 = Clock::now();
+  WriteRound(q, h.get());  // every write completes OK although replica 2 never answers them
+  const auto took = Clock::now() - t0;
+  EXPECT_GE(took, Options().rpc_timeout) << "finished before the replica timed out";
+  EXPECT_EQ(target->volume()->states()[2], ReplicaState::kOut);
+  EXPECT_EQ(target->volume()->states()[0], ReplicaState::kHealthy);
+  EXPECT_EQ(Stat(0, "rvol").replica_set().replicas(2).state(), v1::REPLICA_OUT);
+  for (int round = 0; round < 2; ++round) WriteRound(q, h.get());
+  std::filesystem::remove(hold);
+  const auto until = Clock::now() + std::chrono::seconds(60);
+  while (target->volume()->states()[2] != ReplicaState::kHealthy && Clock::now() < until) {
+    WriteRound(q, h.get());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(target->volume()->states()[2], ReplicaState::kHealthy) << "not resynced within 60 s";
+  EXPECT_FALSE(target->volume()->resync_progress()[2].full);
+  WriteRound(q, h.get());
   Flush(q, h.get());
   VerifyAll(q, h.get());
   h->Stop();

@@ -1,0 +1,254 @@
+#include "frontend/block_stream.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <spdlog/spdlog.h>
+
+namespace unbd::frontend {
+
+using google::protobuf::internal::WireFormatLite;
+
+namespace {
+
+constexpr const char* kStreamMethod = "/unbd.v1.BlockIo/Stream";
+
+constexpr uint32_t Key(int field, WireFormatLite::WireType t) {
+  return static_cast<uint32_t>(field << 3) | static_cast<uint32_t>(t);
+}
+
+}  // namespace
+
+bool RetryableGrpcCode(int code) {
+  auto c = static_cast<grpc::StatusCode>(code);
+  return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::CANCELLED ||
+         c == grpc::StatusCode::DEADLINE_EXCEEDED || c == grpc::StatusCode::ABORTED;
+}
+
+// ---- BlockStream ----
+
+BlockStream::BlockStream(BlockStreamSink* sink, grpc::GenericStub* stub, uint32_t generation)
+    : sink_(sink), generation_(generation) {
+  static const std::string method(kStreamMethod);  // outlives every call that names it
+  stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
+}
+
+void BlockStream::Start() {
+  AddHold();
+  StartRead(&incoming_);
+  StartCall();
+}
+
+void BlockStream::WaitDone() {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [this] { return done_; });
+}
+
+bool BlockStream::done() {
+  std::lock_guard<std::mutex> l(mu_);
+  return done_;
+}
+
+BlockStream::Clock::time_point BlockStream::done_at() {
+  std::lock_guard<std::mutex> l(mu_);
+  return done_at_;
+}
+
+void BlockStream::Send(grpc::ByteBuffer batch) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (failed_ || done_) return;  // the owner re-sends or fails everything unfinished
+  writes_.push_back(std::move(batch));
+  if (!writing_) {
+    writing_ = true;
+    StartWrite(&writes_.front());
+  }
+}
+
+void BlockStream::OnWriteDone(bool ok) {
+  bool release;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    writes_.pop_front();
+    if (!ok) {
+      failed_ = true;
+      writing_ = false;
+      writes_.clear();
+    } else if (writes_.empty()) {
+      writing_ = false;
+    } else {
+      StartWrite(&writes_.front());
+    }
+    release = ShouldReleaseHold();
+  }
+  if (release) RemoveHold();
+}
+
+void BlockStream::ReadSideEnded() {
+  bool release;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    failed_ = true;
+    release = ShouldReleaseHold();
+  }
+  if (release) RemoveHold();
+}
+
+void BlockStream::OnReadDone(bool ok) {
+  if (!ok) {
+    ReadSideEnded();  // the stream is over; OnDone follows once the hold is released
+    return;
+  }
+  grpc::ProtoBufferReader reader(&incoming_);
+  google::protobuf::io::CodedInputStream in(&reader);
+  bool malformed = false;
+  std::string message;
+  while (uint32_t key = in.ReadTag()) {
+    if (key != Key(1, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      if (!WireFormatLite::SkipField(&in, key)) {
+        malformed = true;
+        break;
+      }
+      continue;
+    }
+    uint32_t len;
+    if (!in.ReadVarint32(&len)) {
+      malformed = true;
+      break;
+    }
+    auto limit = in.PushLimit(static_cast<int>(len));
+    uint32_t tag = 0, code = 0;
+    uint64_t current_epoch = 0;
+    message.clear();
+    bool ok_parse = true;
+    while (uint32_t k = in.ReadTag()) {
+      if (k == Key(1, WireFormatLite::WIRETYPE_VARINT)) {
+        ok_parse = in.ReadVarint32(&tag);
+      } else if (k == Key(2, WireFormatLite::WIRETYPE_VARINT)) {
+        ok_parse = in.ReadVarint32(&code);
+      } else if (k == Key(3, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        uint32_t n;
+        ok_parse = in.ReadVarint32(&n) && in.ReadString(&message, static_cast<int>(n));
+      } else if (k == Key(4, WireFormatLite::WIRETYPE_VARINT)) {
+        ok_parse = in.ReadVarint64(&current_epoch);
+      } else if (k == Key(15, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        uint32_t n;
+        ok_parse = in.ReadVarint32(&n);
+        if (ok_parse) {
+          // READ data goes straight from gRPC's buffers into the request's buffer.
+          uint8_t* dest = sink_->ReadDest(tag, n);
+          ok_parse = dest ? in.ReadRaw(dest, static_cast<int>(n)) : in.Skip(static_cast<int>(n));
+          if (ok_parse && !dest && code == 0) code = static_cast<uint32_t>(grpc::StatusCode::INTERNAL);
+        }
+      } else {
+        ok_parse = WireFormatLite::SkipField(&in, k);
+      }
+      if (!ok_parse) break;
+    }
+    in.PopLimit(limit);
+    if (!ok_parse) {
+      malformed = true;
+      break;
+    }
+    sink_->StreamCompletion(generation_, tag, static_cast<int>(code), message, current_epoch);
+  }
+  incoming_.Clear();
+  if (malformed) {
+    spdlog::error("malformed CompletionBatch from the backend; dropping the stream");
+    Cancel();
+    ReadSideEnded();
+    return;
+  }
+  StartRead(&incoming_);
+}
+
+void BlockStream::OnDone(const grpc::Status& s) {
+  sink_->StreamEnded(generation_, s);
+  std::lock_guard<std::mutex> l(mu_);
+  done_ = true;
+  done_at_ = Clock::now();
+  cv_.notify_all();
+}
+
+// ---- StreamLink ----
+
+StreamLink::StreamLink(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)), stub_(std::make_unique<grpc::GenericStub>(channel_)) {}
+
+StreamLink::~StreamLink() {
+  // Destroying the last channel makes gRPC shut down and join its callback completion queue's
+  // threads, which can block forever while a cancelled connection attempt is still backing off.
+  // A daemon only drops its handlers on the way out, so keep the channel for the process's life.
+  static auto* kept = new std::vector<std::shared_ptr<grpc::Channel>>();
+  static std::mutex kept_mu;
+  std::lock_guard<std::mutex> l(kept_mu);
+  kept->push_back(std::move(channel_));
+}
+
+uint32_t StreamLink::Connect(BlockStreamSink* sink) {
+  // Old streams are deleted only long after their OnDone returned.
+  const auto now = BlockStream::Clock::now();
+  for (auto it = streams_.begin(); it != streams_.end();) {
+    if ((*it)->done() && now - (*it)->done_at() > std::chrono::seconds(1)) it = streams_.erase(it);
+    else ++it;
+  }
+  ++generation_;
+  streams_.push_back(std::make_unique<BlockStream>(sink, stub_.get(), generation_));
+  streams_.back()->Start();
+  return generation_;
+}
+
+void StreamLink::Send(grpc::ByteBuffer batch) {
+  if (!streams_.empty()) streams_.back()->Send(std::move(batch));
+}
+
+void StreamLink::Cancel() {
+  if (!streams_.empty()) streams_.back()->Cancel();
+}
+
+void StreamLink::Stop() {
+  for (auto& st : streams_) st->Cancel();
+  for (auto& st : streams_) st->WaitDone();
+}
+
+// ---- BatchBuilder ----
+
+BatchBuilder::BatchBuilder(size_t reserve) {
+  slices_.reserve(reserve);
+  payload_of_.reserve(reserve);
+}
+
+void BatchBuilder::AddHeader(const char* header, size_t len) {
+  slices_.emplace_back(header, len, grpc::Slice::STATIC_SLICE);
+  payload_of_.push_back(nullptr);
+}
+
+void BatchBuilder::AddPoolPayload(WritePool* pool, int slot, uint32_t len) {
+  pool->Ref(slot);  // gRPC's reference, dropped by the slice's release callback
+  slices_.emplace_back(pool->data(slot), len, &WritePool::ReleaseCookie, pool->Cookie(slot));
+  payload_of_.push_back(pool->data(slot));
+}
+
+void BatchBuilder::AddStaticPayload(const uint8_t* buf, uint32_t len) {
+  slices_.emplace_back(buf, len, grpc::Slice::STATIC_SLICE);
+  payload_of_.push_back(buf);
+}
+
+grpc::ByteBuffer BatchBuilder::Take(bool verify, uint64_t* checked, uint64_t* copied_bytes) {
+  grpc::ByteBuffer batch(slices_.data(), slices_.size());
+  if (verify) {
+    // Proof for tests and benchmarks: the byte buffer gRPC will send holds, for every write, a
+    // slice that starts at the very memory the kernel copied the write into.
+    std::vector<grpc::Slice> dumped;
+    const bool same_shape = batch.Dump(&dumped).ok() && dumped.size() == payload_of_.size();
+    for (size_t i = 0; i < payload_of_.size(); ++i) {
+      if (!payload_of_[i]) continue;  // a header
+      ++*checked;
+      if (!same_shape || dumped[i].begin() != payload_of_[i]) *copied_bytes += slices_[i].size();
+    }
+  }
+  slices_.clear();
+  payload_of_.clear();
+  return batch;
+}
+
+}  // namespace unbd::frontend
