@@ -139,6 +139,7 @@ Status IoClient::Open(uint64_t volume_id, uint64_t epoch, const std::string& cli
   req.set_client_id(client_id);
   v1::OpenVolumeResponse resp;
   Status s = FromGrpc(stub_->OpenVolume(&ctx, req, &resp));
+  if (s.ok()) server_generation_ = resp.server_generation();
   if (s.ok() && out) *out = resp;
   return s;
 }
@@ -152,6 +153,7 @@ Status IoClient::Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint3
   req.set_epoch(epoch);
   req.set_offset(offset);
   req.set_length(length);
+  req.set_server_generation(server_generation_);
   v1::ReadResponse resp;
   Status s = FromGrpc(stub_->Read(&ctx, req, &resp));
   if (s.ok()) *out = std::move(*resp.mutable_data());
@@ -168,6 +170,7 @@ Status IoClient::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std:
   req.set_offset(offset);
   req.set_fua(fua);
   req.set_out_mask(out_mask);
+  req.set_server_generation(server_generation_);
   req.set_data(std::string(data));
   v1::WriteResponse resp;
   return FromGrpc(stub_->Write(&ctx, req, &resp));
@@ -185,6 +188,7 @@ Status IoClient::ZeroRange(uint64_t volume_id, uint64_t epoch, uint64_t offset, 
   req.set_discard(discard);
   req.set_fua(fua);
   req.set_out_mask(out_mask);
+  req.set_server_generation(server_generation_);
   v1::ZeroRangeResponse resp;
   return FromGrpc(stub_->ZeroRange(&ctx, req, &resp));
 }
@@ -195,6 +199,7 @@ Status IoClient::Flush(uint64_t volume_id, uint64_t epoch) {
   v1::FlushRequest req;
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);
+  req.set_server_generation(server_generation_);
   v1::FlushResponse resp;
   return FromGrpc(stub_->Flush(&ctx, req, &resp));
 }

@@ -51,6 +51,8 @@ class IoClient {
   explicit IoClient(std::shared_ptr<grpc::Channel> channel);
   explicit IoClient(const std::string& target) : IoClient(MakeChannel(target)) {}
 
+  // Also remembers the server generation: later data calls carry it, so they fail with ABORTED
+  // if the server has restarted after a crash since (unflushed writes may be lost).
   Status Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
               v1::OpenVolumeResponse* out = nullptr);
   Status Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
@@ -62,10 +64,13 @@ class IoClient {
                    bool discard, bool fua = false, uint32_t out_mask = 0);
   Status Flush(uint64_t volume_id, uint64_t epoch);
 
+  uint64_t server_generation() const { return server_generation_; }
+  void set_server_generation(uint64_t g) { server_generation_ = g; }  // 0: unchecked
   v1::BlockIo::Stub* stub() { return stub_.get(); }
 
  private:
   std::unique_ptr<v1::BlockIo::Stub> stub_;
+  uint64_t server_generation_ = 0;
 };
 
 class ReplicationClient {

@@ -38,6 +38,7 @@ size_t EncodeIoRequestHeader(const IoRequestHeader& h, char* out) {
   varint_field(6, h.offset);
   varint_field(7, h.length);
   varint_field(8, h.out_mask);
+  varint_field(9, h.server_generation);
   uint64_t payload = 0;
   if (h.op == v1::OP_WRITE && h.length > 0) {
     inner[n++] = static_cast<char>(Key(15, 2));

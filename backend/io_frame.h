@@ -32,12 +32,13 @@ struct IoRequestHeader {
   uint64_t offset = 0;
   uint32_t length = 0;     // for WRITE this is also the payload size that follows the header
   uint32_t out_mask = 0;   // replicated volumes (IoRequest.out_mask); 0 is not encoded
+  uint64_t server_generation = 0;  // IoRequest.server_generation; 0 (unchecked) is not encoded
 };
 
 inline constexpr size_t kMaxIoRequestHeaderBytes = 96;
 
 // Writes the bytes that precede the payload of one request inside an IoBatch (outer field key and
-// length, IoRequest fields 1..8 (zero-valued ones left out), and for WRITE the key and length of `data`) to out[0..96).
+// length, IoRequest fields 1..9 (zero-valued ones left out), and for WRITE the key and length of `data`) to out[0..96).
 // Returns the number of bytes written. For non-WRITE ops the encoding is the whole request.
 size_t EncodeIoRequestHeader(const IoRequestHeader& h, char* out);
 

@@ -54,5 +54,8 @@ inline std::string VolumeMetaKey(uint64_t volume_id) {
 inline constexpr std::string_view kVolumeMetaPrefix = "vol/";
 inline std::string VolumeNameKey(std::string_view name) { return "name/" + std::string(name); }
 inline constexpr std::string_view kNextVolumeIdKey = "next_volume_id";
+// The server generation (Store::server_generation) and the marker a clean close leaves behind.
+inline constexpr std::string_view kServerGenerationKey = "server_generation";
+inline constexpr std::string_view kCleanCloseKey = "clean_close";
 
 }  // namespace unbd::backend

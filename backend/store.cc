@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <random>
 #include <thread>
 
 #include <rocksdb/cache.h>
@@ -155,6 +156,8 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
                                       " (start with the --region-bytes it was created with)");
   }
   if (!ls.ok()) return Status::IoError("data directory " + options.dir + ": " + ls.message());
+  ls = store->StartGeneration();
+  if (!ls.ok()) return Status::IoError("data directory " + options.dir + ": " + ls.message());
   *out = std::move(store);
   return Status::Ok();
 }
@@ -175,10 +178,51 @@ Store::~Store() {
   dirty_.reset();
   Status s = syncer_.Sync();
   if (!s.ok()) spdlog::error("closing store: {}", s.ToString());
+  if (s.ok() && !write_failure_.failed()) {
+    // Everything acknowledged is durable: the next start may keep the generation.
+    rocksdb::WriteBatch wb;
+    wb.Put(meta_cf_, kCleanCloseKey, "1");
+    s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "marking the close clean");
+    if (s.ok()) s = syncer_.Sync();
+    if (!s.ok()) spdlog::error("closing store: {}", s.ToString());
+  }
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   rocksdb::Status cs = db_->Close();
   if (!cs.ok()) spdlog::error("closing store: {}", cs.ToString());
   delete db_;
+}
+
+Status Store::StartGeneration() {
+  std::string stored, clean;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, kServerGenerationKey, &stored);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the server generation");
+  const uint64_t old = s.ok() && stored.size() == 8 ? GetBigEndian64(stored.data()) : 0;
+  s = db_->Get(rocksdb::ReadOptions(), meta_cf_, kCleanCloseKey, &clean);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the clean-close marker");
+  if (s.ok() && old != 0) {
+    server_generation_ = old;
+  } else {
+    // Random rather than old + 1: a wiped data directory must not come back with a generation a
+    // client already knows.
+    std::random_device rd;
+    do {
+      server_generation_ = ((uint64_t{rd()} << 32) | rd()) >> 1;
+    } while (server_generation_ == 0 || server_generation_ == old);
+    if (old != 0) {
+      spdlog::warn("store {}: the last run did not close cleanly; server generation {} -> {} "
+                   "(clients learn that unflushed writes may be lost)",
+                   options_.dir, old, server_generation_);
+    }
+  }
+  // The marker goes away while running: a crash from here on is an unclean close.
+  rocksdb::WriteBatch wb;
+  char gen[8];
+  PutBigEndian64(gen, server_generation_);
+  wb.Put(meta_cf_, kServerGenerationKey, rocksdb::Slice(gen, 8));
+  wb.Delete(meta_cf_, kCleanCloseKey);
+  Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "storing the server generation");
+  if (!st.ok()) return st;
+  return syncer_.Sync();
 }
 
 Status Store::LoadVolumes() {
@@ -718,6 +762,14 @@ void Store::ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sy
     op->status = CheckRange(v, *op);
     if (op->status.ok() && (op->out_mask != 0) && IsWriteOp(op->op)) {
       op->status = CheckOutMask(v, *op);
+    }
+    if (op->status.ok() && op->server_generation != 0 &&
+        op->server_generation != server_generation_) {
+      op->status = Status::Aborted(
+          OpCtx(*op) + ": server generation " + std::to_string(op->server_generation) +
+          " is gone (now " + std::to_string(server_generation_) +
+          "): the server restarted after an unclean stop, so writes it acknowledged but had not "
+          "flushed may be lost; open the volume again");
     }
     if (op->status.ok()) {
       op->status = CheckEpoch(v, op->epoch);

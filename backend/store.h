@@ -16,6 +16,9 @@
 //    out_mask, in the same RocksDB batch as the data (replication/dirty_regions.h), so a mark is
 //    exactly as durable as its data. The replica metadata (ReplicaSetMeta) is kept in the volume's
 //    record. Plain volumes skip all of it.
+//  * Server generation: a random number that changes when the store opens after an unclean close
+//    (the process died with writes possibly unsynced). Ops carrying an older one are refused with
+//    ABORTED, so a client learns that writes it had acknowledged but not flushed may be lost.
 // Thread-safe. Errors carry the volume and offset.
 #pragma once
 
@@ -85,6 +88,7 @@ struct IoOp {
   uint32_t out_mask = 0;            // replicated volumes: replicas that are out (IoRequest)
   Status status = {};
   uint64_t current_epoch = 0;       // set when the epoch check failed: the volume's epoch
+  uint64_t server_generation = 0;   // 0 = unchecked; else must equal Store::server_generation()
 };
 
 class Store {
@@ -134,6 +138,8 @@ class Store {
   Status GetDirtyRegions(uint64_t volume_id, uint32_t set, bool counts_only,
                          v1::GetDirtyRegionsResponse* out);
   uint64_t region_bytes() const { return options_.region_bytes; }
+  // See "Server generation" above; fixed while the store is open.
+  uint64_t server_generation() const { return server_generation_; }
 
   // Data path: applies a batch; every op gets its own status. Writes of one volume in the batch
   // are applied as one atomic RocksDB write; reads use MultiGet. If any successful op in the batch
@@ -158,6 +164,8 @@ class Store {
 
   Store(StoreOptions options, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs);
   Status LoadVolumes();
+  // Keeps the generation after a clean close, draws a new one otherwise; clears the marker.
+  Status StartGeneration();
   std::shared_ptr<VolumeState> FindVolume(uint64_t volume_id);
   Status PutMetaSynced(const v1::Volume& meta, bool new_name);
   Status CheckRange(const VolumeState& v, const IoOp& op) const;
@@ -183,6 +191,7 @@ class Store {
   std::shared_mutex volumes_mu_;
   std::map<uint64_t, std::shared_ptr<VolumeState>> volumes_;
   uint64_t next_volume_id_ = 1;  // guarded by admin_mu_
+  uint64_t server_generation_ = 0;
 };
 
 // FNV-1a 64 of a block's bytes (the BlockChecksums algorithm).

@@ -209,6 +209,7 @@ grpc::Status VolumeService::OpenVolume(grpc::ServerContext*, const v1::OpenVolum
   *resp->mutable_limits() = Limits();
   if (vol.has_replica_set()) *resp->mutable_replica_set() = vol.replica_set();
   resp->set_replica_uuid(vol.replica_uuid());
+  resp->set_server_generation(store_->server_generation());
   return grpc::Status::OK;
 }
 
@@ -227,6 +228,7 @@ grpc::Status VolumeService::Read(grpc::ServerContext*, const v1::ReadRequest* re
   op.offset = req->offset();
   op.length = req->length();
   op.read_out = resp->mutable_data();
+  op.server_generation = req->server_generation();
   return SubmitOne(&op);
 }
 
@@ -242,6 +244,7 @@ grpc::Status VolumeService::Write(grpc::ServerContext*, const v1::WriteRequest* 
   op.length = req->data().size();
   op.data = req->data();
   op.out_mask = req->out_mask();
+  op.server_generation = req->server_generation();
   return SubmitOne(&op);
 }
 
@@ -256,6 +259,7 @@ grpc::Status VolumeService::ZeroRange(grpc::ServerContext*, const v1::ZeroRangeR
   op.offset = req->offset();
   op.length = req->length();
   op.out_mask = req->out_mask();
+  op.server_generation = req->server_generation();
   return SubmitOne(&op);
 }
 
@@ -265,6 +269,7 @@ grpc::Status VolumeService::Flush(grpc::ServerContext*, const v1::FlushRequest* 
   op.op = v1::OP_FLUSH;
   op.volume_id = req->volume_id();
   op.epoch = req->epoch();
+  op.server_generation = req->server_generation();
   return SubmitOne(&op);
 }
 
@@ -332,6 +337,7 @@ grpc::Status VolumeService::ApplyBatch(const v1::IoBatch& in, v1::CompletionBatc
     op.data = r.data();
     op.read_out = r.op() == v1::OP_READ ? c->mutable_data() : nullptr;
     op.out_mask = r.out_mask();
+    op.server_generation = r.server_generation();
     op.status = Status::Ok();
     op.current_epoch = 0;
   }

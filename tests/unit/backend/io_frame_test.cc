@@ -54,11 +54,12 @@ TEST(IoFrame, HandEncodedBatchParsesAsIoBatch) {
   }
 }
 
-// Byte for byte what protobuf itself produces, out_mask included (written only when non-zero,
-// between `length` and `data`).
+// Byte for byte what protobuf itself produces, out_mask and server_generation included (written
+// only when non-zero, between `length` and `data`).
 TEST(IoFrame, HeaderWithOutMaskMatchesProtobufSerialization) {
   for (uint32_t out_mask : {0u, 1u, 0b10110u, ~0u}) {
-    for (v1::Opcode op : {v1::OP_WRITE, v1::OP_DISCARD, v1::OP_WRITE_ZEROES}) {
+    for (v1::Opcode op : {v1::OP_WRITE, v1::OP_DISCARD, v1::OP_WRITE_ZEROES, v1::OP_FLUSH}) {
+      const uint64_t generation = out_mask == 1 ? 0 : (~0ull >> 1) - out_mask;
       IoRequestHeader h;
       h.tag = 300;
       h.op = op;
@@ -68,6 +69,7 @@ TEST(IoFrame, HeaderWithOutMaskMatchesProtobufSerialization) {
       h.offset = 1ull << 33;
       h.length = 8192;
       h.out_mask = out_mask;
+      h.server_generation = generation;
       const std::string payload = op == v1::OP_WRITE ? std::string(8192, 'w') : std::string();
       char buf[kMaxIoRequestHeaderBytes];
       std::string wire(buf, EncodeIoRequestHeader(h, buf));
@@ -83,6 +85,7 @@ TEST(IoFrame, HeaderWithOutMaskMatchesProtobufSerialization) {
       r->set_offset(h.offset);
       r->set_length(h.length);
       r->set_out_mask(out_mask);
+      r->set_server_generation(generation);
       r->set_data(payload);
       std::string expected;
       ASSERT_TRUE(batch.SerializeToString(&expected));
@@ -90,6 +93,7 @@ TEST(IoFrame, HeaderWithOutMaskMatchesProtobufSerialization) {
       v1::IoBatch parsed;
       ASSERT_TRUE(parsed.ParseFromString(wire));
       EXPECT_EQ(parsed.requests(0).out_mask(), out_mask);
+      EXPECT_EQ(parsed.requests(0).server_generation(), generation);
     }
   }
 }
