@@ -15,7 +15,11 @@ struct Exit {
 
 // `unbd volume create|list|stat|delete|resize ...` (backend/admin client).
 void RegisterVolumeCommands(CLI::App& app);
-// `unbd add|del|list|recover|features ...` (frontend daemon and ublk control).
+// `unbd add|del|list|features ...` (frontend daemon and ublk control).
 void RegisterDeviceCommands(CLI::App& app);
+// `unbd recover -n ID | --all` (recover_command.cc).
+void RegisterRecoverCommand(CLI::App& app);
+// `unbd status [--json]`: devices, their daemons and their volumes' health (status_command.cc).
+void RegisterStatusCommand(CLI::App& app);
 
 }  // namespace unbd::cli

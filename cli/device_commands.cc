@@ -1,22 +1,15 @@
-// `unbd add|del|list|recover|features`: ublk devices on this node, in the ublk tools' conventions.
+// `unbd add|del|list|features`: ublk devices on this node, in the ublk tools' conventions.
 // Each device is served by its own detached daemon process (forked from this command; the hidden
 // `__daemon` subcommand runs one by hand); its configuration and pid live in /run/unbd/<id>.json.
-#include <dirent.h>
-#include <fcntl.h>
-#include <poll.h>
+// `unbd recover` is recover_command.cc, `unbd status` status_command.cc.
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <iterator>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_util.h"
 #include "frontend/ctrl_client.h"
 #include "frontend/daemon.h"
 #include "frontend/device_config.h"
@@ -37,16 +31,6 @@ using frontend::CtrlClient;
 using frontend::DeviceConfig;
 using frontend::DeviceState;
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void Fail(const Status& s) { throw Exit{1, s.ToString()}; }
-[[noreturn]] void Fail(const std::string& msg) { throw Exit{1, msg}; }
-
-std::unique_ptr<CtrlClient> OpenCtrl() {
-  std::unique_ptr<CtrlClient> c;
-  Status s = CtrlClient::Open(&c);
-  if (!s.ok()) Fail(s);
-  return c;
-}
 
 // "512K", "4M", "10G", "4096" -> bytes.
 bool ParseSize(const std::string& text, uint64_t* out) {
@@ -65,85 +49,6 @@ bool ParseSize(const std::string& text, uint64_t* out) {
   else return false;
   *out = v * mult;
   return true;
-}
-
-bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
-
-// Guards against signalling an unrelated process that reused a dead daemon's pid.
-bool IsOurDaemon(pid_t pid) {
-  if (!ProcessAlive(pid)) return false;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
-  std::string comm;
-  std::getline(f, comm);
-  return comm == frontend::kDaemonProcessName;
-}
-
-// Starts the device daemon fully detached (own session, reparented to init) and waits for its one
-// status line. Returns the device id. The daemon is a fork of this process running
-// frontend::RunDaemon directly: no exec, so no second round of loading the gRPC libraries, which
-// matters for how fast `recover` brings a device back.
-int SpawnDaemon(const frontend::DaemonOptions& base, int timeout_s) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) Fail(Status::FromErrno(errno, "pipe"));
-  pid_t child = fork();
-  if (child < 0) Fail(Status::FromErrno(errno, "fork"));
-  if (child == 0) {
-    close(fds[0]);
-    setsid();
-    pid_t grandchild = fork();
-    if (grandchild != 0) _exit(grandchild < 0 ? 1 : 0);
-    // The daemon: no controlling terminal, stdio on /dev/null until it opens its log.
-    int null_fd = open("/dev/null", O_RDWR);
-    if (null_fd >= 0) {
-      dup2(null_fd, STDIN_FILENO);
-      dup2(null_fd, STDOUT_FILENO);
-      dup2(null_fd, STDERR_FILENO);
-      if (null_fd > STDERR_FILENO) close(null_fd);
-    }
-    frontend::DaemonOptions o = base;
-    o.notify_fd = fds[1];
-    std::fflush(nullptr);
-    _exit(frontend::RunDaemon(o));
-  }
-  close(fds[1]);
-  int st = 0;
-  waitpid(child, &st, 0);
-  std::string line;
-  auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
-  for (;;) {
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    if (left <= 0) {
-      close(fds[0]);
-      Fail("the device daemon did not report within " + std::to_string(timeout_s) + " s");
-    }
-    pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, left) <= 0) continue;
-    char buf[512];
-    ssize_t n = read(fds[0], buf, sizeof(buf));
-    if (n <= 0) break;
-    line.append(buf, static_cast<size_t>(n));
-    if (line.find('\n') != std::string::npos) break;
-  }
-  close(fds[0]);
-  if (!line.empty() && line.back() == '\n') line.pop_back();
-  if (line.rfind("OK ", 0) == 0) return std::atoi(line.c_str() + 3);
-  if (line.rfind("ERR ", 0) == 0) Fail(line.substr(4));
-  Fail("the device daemon exited without reporting (see " + frontend::StateDir() + "/<id>.log)");
-}
-
-// Every ublk device id on this node: char device nodes plus state files.
-std::vector<int> AllDeviceIds() {
-  std::set<int> ids;
-  if (DIR* d = opendir("/dev")) {
-    while (dirent* e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n.rfind("ublkc", 0) == 0 && n.size() > 5 && n.find_first_not_of("0123456789", 5) == std::string::npos)
-        ids.insert(std::atoi(n.c_str() + 5));
-    }
-    closedir(d);
-  }
-  for (int id : frontend::ListDeviceStates()) ids.insert(id);
-  return {ids.begin(), ids.end()};
 }
 
 void DeleteOne(CtrlClient* ctrl, int id) {
@@ -343,29 +248,6 @@ void RegisterDeviceCommands(CLI::App& app) {
       } else {
         for (auto& j : out) PrintDevice(j);
       }
-    });
-  }
-
-  // ---- recover ----
-  {
-    auto* cmd = app.add_subcommand("recover", "Serve a device whose daemon died with a new daemon");
-    auto id = std::make_shared<int>(-1);
-    cmd->add_option("-n,--number", *id, "Device id")->required();
-    cmd->callback([id] {
-      DeviceState st;
-      Status s = frontend::LoadDeviceState(*id, &st);
-      if (!s.ok()) Fail(s);
-      if (!st.config.recovery) Fail("device " + std::to_string(*id) + " was not added with --recovery");
-      OpenCtrl();
-      auto t0 = Clock::now();
-      frontend::DaemonOptions o;
-      o.recover = true;
-      o.recover_dev_id = *id;
-      SpawnDaemon(o, 90);
-      double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      frontend::LoadDeviceState(*id, &st);
-      std::printf("/dev/ublkb%d recovered by pid %d in %.1f ms (epoch %llu)\n", *id, st.daemon_pid, ms,
-                  static_cast<unsigned long long>(st.epoch));
     });
   }
 

@@ -8,6 +8,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   unbd::cli::RegisterVolumeCommands(app);
   unbd::cli::RegisterDeviceCommands(app);
+  unbd::cli::RegisterRecoverCommand(app);
+  unbd::cli::RegisterStatusCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

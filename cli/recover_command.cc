@@ -1,0 +1,160 @@
+// `unbd recover -n ID | --all`: serve devices whose daemon died with a new daemon
+// (docs/architecture.md, "Recovery, step by step"). --all walks every device of this node: live
+// ones are left alone, quiesced ones are recovered, and a device whose kernel side is gone while
+// its state file remains (the module was reloaded, or the state directory outlived a reboot) is
+// added again from its saved configuration on the same id. Every device gets one report line;
+// the exit status is 1 when any could not be brought back.
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/device_util.h"
+#include "frontend/ctrl_client.h"
+#include "frontend/daemon.h"
+#include "frontend/device_state.h"
+
+namespace unbd::cli {
+namespace {
+
+using frontend::CtrlClient;
+using frontend::DeviceState;
+using Clock = std::chrono::steady_clock;
+
+// What a recovery would do for one device, decided from the driver's view and the state file.
+enum class Plan { kLive, kRecover, kReadd, kNotOurs, kCannot };
+
+struct Decision {
+  Plan plan;
+  std::string why;  // kLive: the daemon; kNotOurs / kCannot: the reason
+};
+
+Decision Decide(CtrlClient* ctrl, int id, bool readd_missing) {
+  const std::string dev = "device " + std::to_string(id);
+  DeviceState st;
+  Status loaded = frontend::LoadDeviceState(id, &st);
+  ublksrv_ctrl_dev_info info;
+  Status s = ctrl->GetDeviceInfo(id, &info);
+  if (!loaded.ok()) {
+    if (loaded.code() == Status::Code::kNotFound) {
+      return {Plan::kNotOurs, "no state file in " + frontend::StateDir() + " (not an unbd device)"};
+    }
+    return {Plan::kCannot, loaded.ToString()};
+  }
+  if (!s.ok()) {
+    if (s.code() == Status::Code::kNotFound && readd_missing) {
+      return {Plan::kReadd, "the kernel device is gone"};
+    }
+    return {Plan::kCannot, s.ToString()};
+  }
+  // The driver's pid and the state file's differ while a recovery is half done; either alive
+  // means somebody serves (or is bringing back) the device.
+  for (pid_t pid : {static_cast<pid_t>(info.ublksrv_pid), st.daemon_pid}) {
+    if (IsOurDaemon(pid)) {
+      return {Plan::kLive, "daemon pid " + std::to_string(pid) + " alive, state " +
+                               frontend::DeviceStateName(info.state)};
+    }
+  }
+  if (!st.config.recovery) {
+    return {Plan::kCannot, dev + ": its daemon is dead and it was not added with --recovery "
+                           "(state " + std::string(frontend::DeviceStateName(info.state)) +
+                           "; remove it with `unbd del -n " + std::to_string(id) + "`)"};
+  }
+  if (info.state == UBLK_S_DEV_DEAD) {
+    return {Plan::kCannot, dev + ": the driver stopped it (state DEAD); remove it with `unbd del -n " +
+                               std::to_string(id) + "`"};
+  }
+  // LIVE with a dead daemon only until the driver notices; START_USER_RECOVERY waits that out.
+  return {Plan::kRecover, ""};
+}
+
+// Runs the planned recovery; returns the report line. Fail()s (throws Exit) on error.
+std::string Execute(int id, Plan plan) {
+  auto t0 = Clock::now();
+  frontend::DaemonOptions o;
+  if (plan == Plan::kRecover) {
+    o.recover = true;
+    o.recover_dev_id = id;
+  } else {
+    DeviceState old;
+    Status s = frontend::LoadDeviceState(id, &old);
+    if (!s.ok()) Fail(s);
+    o.config = old.config;
+    o.config.dev_id = id;
+  }
+  SpawnDaemon(o, 90);
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  DeviceState st;
+  frontend::LoadDeviceState(id, &st);
+  char line[256];
+  std::snprintf(line, sizeof line, "/dev/ublkb%d %s by pid %d in %.1f ms (epoch %llu)", id,
+                plan == Plan::kRecover ? "recovered" : "added again", st.daemon_pid, ms,
+                static_cast<unsigned long long>(st.epoch));
+  return line;
+}
+
+void RecoverAll(bool readd_missing) {
+  auto ctrl = OpenCtrl();
+  int recovered = 0, live = 0, skipped = 0, failed = 0;
+  for (int id : AllDeviceIds()) {
+    Decision d = Decide(ctrl.get(), id, readd_missing);
+    switch (d.plan) {
+      case Plan::kLive:
+        ++live;
+        std::printf("/dev/ublkb%d: live (%s), left alone\n", id, d.why.c_str());
+        break;
+      case Plan::kNotOurs:
+        ++skipped;
+        std::printf("/dev/ublkb%d: skipped: %s\n", id, d.why.c_str());
+        break;
+      case Plan::kCannot:
+        ++failed;
+        std::printf("/dev/ublkb%d: FAILED: %s\n", id, d.why.c_str());
+        break;
+      case Plan::kRecover:
+      case Plan::kReadd:
+        try {
+          std::printf("%s\n", Execute(id, d.plan).c_str());
+          ++recovered;
+        } catch (const Exit& e) {
+          ++failed;
+          std::printf("/dev/ublkb%d: FAILED: %s\n", id, e.message.c_str());
+        }
+        break;
+    }
+    std::fflush(stdout);
+  }
+  std::printf("recover --all: %d recovered, %d live, %d skipped, %d failed\n", recovered, live,
+              skipped, failed);
+  if (failed) throw Exit{1, std::to_string(failed) + " device(s) could not be recovered"};
+}
+
+}  // namespace
+
+void RegisterRecoverCommand(CLI::App& app) {
+  auto* cmd = app.add_subcommand("recover", "Serve a device whose daemon died with a new daemon");
+  auto id = std::make_shared<int>(-1);
+  auto all = std::make_shared<bool>(false);
+  auto no_readd = std::make_shared<bool>(false);
+  auto* n = cmd->add_option("-n,--number", *id, "Device id");
+  auto* a = cmd->add_flag("-a,--all", *all,
+                          "Every device whose daemon is dead (live ones are left alone); exit 1 "
+                          "if any could not be recovered");
+  cmd->add_flag("--no-readd", *no_readd,
+                "With --all: do not add again devices whose kernel side is gone but whose state "
+                "file remains");
+  n->excludes(a);
+  cmd->callback([id, all, no_readd] {
+    if (*all) return RecoverAll(!*no_readd);
+    if (*id < 0) Fail("recover: give -n ID or --all");
+    DeviceState st;
+    Status s = frontend::LoadDeviceState(*id, &st);
+    if (!s.ok()) Fail(s);
+    if (!st.config.recovery) Fail("device " + std::to_string(*id) + " was not added with --recovery");
+    OpenCtrl();
+    std::printf("%s\n", Execute(*id, Plan::kRecover).c_str());
+  });
+}
+
+}  // namespace unbd::cli
