@@ -51,6 +51,8 @@ void VolumeHealer::CheckOne(const StagingRecord& snapshot) {
   if (!records_->Get(snapshot.volume_id, &rec)) return;  // unstaged meanwhile
   const DeviceHealth h = devices_->Health(rec.dev_id);
   if (h == DeviceHealth::kAlive) return;
+  spdlog::warn("volume {}: /dev/ublkb{} {}, healing", rec.volume_id, rec.dev_id,
+               DeviceHealthName(h));
   const auto t0 = Clock::now();
   Status s = h == DeviceHealth::kDead ? devices_->Recover(rec.dev_id) : stager_->Attach(&rec);
   if (s.ok() && h == DeviceHealth::kGone) s = records_->Put(rec);

@@ -4,6 +4,8 @@
 #   expect CODE CALL [args] the call must end with gRPC code CODE (OK, NOT_FOUND, ...)
 #   create_volume NAME SIZE prints the new volume's id
 #   daemons_for NAME        how many live unbd daemons serve volume NAME
+# UNBD_CSI_EXTRA_ARGS adds flags to every unbd-csi (e.g. --heal-interval-ms 60000 to watch the
+# daemon-kill test fail without the healer).
 CSI_BIN=${CSI_BIN:-$UNBD_BUILD_DIR/csi/unbd-csi}
 CSI_CLIENT=${CSI_CLIENT:-$UNBD_BUILD_DIR/tests/vm/csi/csi_client}
 [ -x "$CSI_BIN" ] || fail "no unbd-csi at $CSI_BIN"
@@ -14,7 +16,7 @@ mkdir -p "$CSI_DIR"
 
 start_csi() {
 	"$CSI_BIN" --endpoint "unix://$CSI_SOCK" --state-dir "$CSI_DIR/state" --node-id vm-node \
-		--backends "$UNBD_SERVER" --unbd "$UNBD" "$@" >>"$CSI_DIR/csi.log" 2>&1 &
+		--backends "$UNBD_SERVER" --unbd "$UNBD" ${UNBD_CSI_EXTRA_ARGS:-} "$@" >>"$CSI_DIR/csi.log" 2>&1 &
 	CSI_PID=$!
 	wait_until 20 "$CSI_CLIENT" -e "unix://$CSI_SOCK" probe --timeout 1 >/dev/null 2>&1 ||
 		fail "unbd-csi did not answer Probe: $(tail -5 "$CSI_DIR/csi.log")"
