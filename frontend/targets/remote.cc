@@ -91,6 +91,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     h.offset = req.offset;
     h.length = req.length;
     h.fua = (req.flags & UBLK_IO_F_FUA) != 0;
+    h.server_generation = target_->server_generation_.load(std::memory_order_relaxed);
     switch (req.op) {
       case UBLK_IO_OP_READ:
         h.op = v1::OP_READ;
@@ -118,6 +119,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
         return;
     }
     s.header_len = static_cast<uint8_t>(backend::EncodeIoRequestHeader(h, s.header));
+    s.fields = h;
     s.active = true;
     s.since = Clock::now();
     if (up_) pending_.push_back(req.tag);
@@ -166,12 +168,39 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
       spdlog::debug("queue {}: completion for tag {} seq {} that is not in flight, ignored", ctx_->queue_id(), tag, seq);
       return;
     }
-    const Slot& s = slots_[tag];
+    Slot& s = slots_[tag];
     if (result == 0) {
       if (in_outage_) spdlog::info("queue {}: backend {} answers again", ctx_->queue_id(), target_->config_.server);
       in_outage_ = false;
+      if (s.req.op == UBLK_IO_OP_FLUSH && target_->TakeUnreportedLoss()) {
+        Finish(tag, -EIO);
+        return;
+      }
       bool data = s.req.op == UBLK_IO_OP_READ || s.req.op == UBLK_IO_OP_WRITE;
       Finish(tag, data ? static_cast<int>(s.req.length) : 0);
+      return;
+    }
+    if (result == static_cast<int>(grpc::StatusCode::ABORTED)) {
+      // The server generation this request carried is gone (see remote.h).
+      Status renewed = target_->RenewGeneration(s.fields.server_generation);
+      if (renewed.code() == Status::Code::kUnavailable || renewed.code() == Status::Code::kDeadlineExceeded) {
+        retry_.push_back(tag);  // until the retry deadline
+        ArmTimer(kRetryTickMs);
+        return;
+      }
+      if (!renewed.ok()) {
+        Finish(tag, -EIO);
+        return;
+      }
+      if (s.req.op == UBLK_IO_OP_FLUSH) {
+        target_->TakeUnreportedLoss();
+        Finish(tag, -EIO);  // it would vouch for writes the crash may have dropped
+        return;
+      }
+      s.fields.server_generation = target_->server_generation_.load(std::memory_order_relaxed);
+      s.header_len = static_cast<uint8_t>(backend::EncodeIoRequestHeader(s.fields, s.header));
+      retry_.push_back(tag);
+      ArmTimer(kRetryTickMs);
       return;
     }
     if (RetryableGrpcCode(result)) {
@@ -246,6 +275,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     uint16_t seq = 0;
     bool active = false;
     Clock::time_point since;
+    backend::IoRequestHeader fields;  // what `header` encodes
     uint8_t header_len = 0;
     char header[backend::kMaxIoRequestHeaderBytes];
   };
@@ -392,6 +422,8 @@ Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarg
   const auto t_opened = Clock::now();
   t->volume_id_ = opened.volume_id();
   t->epoch_ = opened.epoch();
+  t->client_id_ = client_id;
+  t->server_generation_ = opened.server_generation();
   t->size_ = opened.size_bytes();
   const auto& lim = opened.limits();
   t->max_io_bytes_ = std::min<uint32_t>(config.max_io_bytes, lim.max_io_bytes() ? lim.max_io_bytes() : config.max_io_bytes);
@@ -410,6 +442,28 @@ Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarg
 }
 
 RemoteTarget::~RemoteTarget() = default;
+
+Status RemoteTarget::RenewGeneration(uint64_t seen) {
+  std::lock_guard<std::mutex> l(renew_mu_);
+  if (server_generation_.load() != seen) return Status::Ok();  // another queue renewed it already
+  backend::IoClient io(backend::MakeChannel(config_.server));
+  v1::OpenVolumeResponse opened;
+  // Same epoch and client id: a re-open, which fences nobody and is refused if someone else
+  // opened the volume since.
+  Status s = io.Open(volume_id_, epoch_, client_id_, &opened);
+  if (s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kDeadlineExceeded) return s;
+  if (!s.ok()) {
+    spdlog::error("volume {}: unbd-server {} restarted after a crash and the volume cannot be opened "
+                  "again: {}", volume_id_, config_.server, s.ToString());
+    return s;
+  }
+  server_generation_ = opened.server_generation();
+  unreported_loss_ = true;
+  spdlog::error("volume {}: unbd-server {} restarted after a crash (server generation {} -> {}): "
+                "writes it acknowledged but had not flushed may be lost; the next FLUSH fails with EIO",
+                volume_id_, config_.server, seen, opened.server_generation());
+  return Status::Ok();
+}
 
 void RemoteTarget::AdjustParams(ublk_params* p) const {
   p->basic.logical_bs_shift = 12;

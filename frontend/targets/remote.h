@@ -6,6 +6,11 @@
 // from the completion straight into the request's buffer (one copy). When a stream breaks, the
 // queue reconnects and re-sends everything unfinished (writes are idempotent) until the request has
 // waited `retry_deadline_ms`, then fails it with -EIO.
+// Requests carry the server generation seen at open: a server that restarted after a crash refuses
+// them (ABORTED). The target then re-opens (same epoch: nothing is fenced) to learn the new
+// generation and re-sends, but writes the server acknowledged and had not flushed may be gone, so
+// the next FLUSH fails with -EIO: the file system above learns of the loss instead of being told
+// its data is durable.
 #pragma once
 
 #include <atomic>
@@ -52,6 +57,12 @@ class RemoteTarget : public Target {
  private:
   friend class RemoteHandler;
   RemoteTarget() = default;
+  // A request carrying `seen` was refused: the server restarted after a crash. Re-opens once per
+  // generation (any queue may ask). UNAVAILABLE / DEADLINE_EXCEEDED: try again later; any other
+  // error: the volume cannot be opened again (fenced by a newer owner, deleted).
+  Status RenewGeneration(uint64_t seen);
+  // True once per loss: the FLUSH that reports it.
+  bool TakeUnreportedLoss() { return unreported_loss_.exchange(false); }
 
   DeviceConfig config_;
   uint64_t volume_id_ = 0;
@@ -62,6 +73,10 @@ class RemoteTarget : public Target {
   uint32_t max_batch_bytes_ = 0;
   uint64_t max_discard_bytes_ = 0;
   bool verify_zero_copy_ = false;
+  std::string client_id_;
+  std::atomic<uint64_t> server_generation_{0};
+  std::atomic<bool> unreported_loss_{false};
+  std::mutex renew_mu_;
   mutable std::mutex stats_mu_;  // guards the list only; counters are per queue
   std::vector<std::shared_ptr<RemoteStats>> stats_;
 };
