@@ -127,6 +127,7 @@ void RecoverAll(bool readd_missing) {
   }
   std::printf("recover --all: %d recovered, %d live, %d skipped, %d failed\n", recovered, live,
               skipped, failed);
+  std::fflush(stdout);  // the summary before main's error line on stderr
   if (failed) throw Exit{1, std::to_string(failed) + " device(s) could not be recovered"};
 }
 
