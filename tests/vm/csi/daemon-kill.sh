@@ -27,6 +27,7 @@ for round in 1 2 3; do
 	writer=$!
 	sleep 1
 	pid=$(daemon_pid "$id")
+	kill -0 "$writer" 2>/dev/null || fail "round $round: the writer finished before the kill"
 	t0=$(date +%s%N)
 	kill -9 "$pid"
 	log "round $round: killed daemon $pid of /dev/ublkb$id"
