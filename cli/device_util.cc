@@ -40,7 +40,14 @@ bool IsOurDaemon(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
   std::string comm;
   std::getline(f, comm);
-  return comm == frontend::kDaemonProcessName;
+  if (comm != frontend::kDaemonProcessName) return false;
+  // A killed daemon not yet reaped (a container without an init reaping orphans) still answers
+  // kill(pid, 0): its state in /proc/PID/stat, after "(comm) ", is Z.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'Z';
 }
 
 // Starts the device daemon fully detached (own session, reparented to init) and waits for its one

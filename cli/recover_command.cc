@@ -4,9 +4,15 @@
 // its state file remains (the module was reloaded, or the state directory outlived a reboot) is
 // added again from its saved configuration on the same id. Every device gets one report line;
 // the exit status is 1 when any could not be brought back.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/commands.h"
@@ -69,6 +75,33 @@ Decision Decide(CtrlClient* ctrl, int id, bool readd_missing) {
   return {Plan::kRecover, ""};
 }
 
+// Serialises recoveries of one device across processes (an operator's `recover --all`, the boot
+// unit, the CSI agent's healer running `recover -n`): a second recovery of a device the first just
+// brought back would open its volume with a newer epoch and fence the new daemon. A POSIX record
+// lock, because the forked daemon must not inherit it; released when this command exits.
+class RecoveryLock {
+ public:
+  explicit RecoveryLock(int id) {
+    const std::string path = frontend::StateDir() + "/" + std::to_string(id) + ".recover.lock";
+    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) Fail(Status::FromErrno(errno, "open " + path));
+    struct flock l = {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    // Blocks while another recovery of this device runs; that one is bounded by its daemon's
+    // report timeout.
+    while (fcntl(fd_, F_SETLKW, &l) != 0) {
+      if (errno != EINTR) Fail(Status::FromErrno(errno, "lock " + path));
+    }
+  }
+  ~RecoveryLock() { close(fd_); }
+  RecoveryLock(const RecoveryLock&) = delete;
+  RecoveryLock& operator=(const RecoveryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Runs the planned recovery; returns the report line. Fail()s (throws Exit) on error.
 std::string Execute(int id, Plan plan) {
   auto t0 = Clock::now();
@@ -99,6 +132,11 @@ void RecoverAll(bool readd_missing) {
   int recovered = 0, live = 0, skipped = 0, failed = 0;
   for (int id : AllDeviceIds()) {
     Decision d = Decide(ctrl.get(), id, readd_missing);
+    std::unique_ptr<RecoveryLock> lock;
+    if (d.plan == Plan::kRecover || d.plan == Plan::kReadd) {
+      lock = std::make_unique<RecoveryLock>(id);
+      d = Decide(ctrl.get(), id, readd_missing);  // someone else may have recovered it meanwhile
+    }
     switch (d.plan) {
       case Plan::kLive:
         ++live;
@@ -153,7 +191,22 @@ void RegisterRecoverCommand(CLI::App& app) {
     Status s = frontend::LoadDeviceState(*id, &st);
     if (!s.ok()) Fail(s);
     if (!st.config.recovery) Fail("device " + std::to_string(*id) + " was not added with --recovery");
-    OpenCtrl();
+    auto ctrl = OpenCtrl();
+    RecoveryLock lock(*id);
+    // Right after kill -9 the daemon may still be exiting (its io_uring torn down): give it a
+    // moment before concluding somebody else's daemon serves the device.
+    Decision d = Decide(ctrl.get(), *id, false);
+    for (auto deadline = Clock::now() + std::chrono::seconds(2);
+         d.plan == Plan::kLive && Clock::now() < deadline;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      d = Decide(ctrl.get(), *id, false);
+    }
+    if (d.plan == Plan::kLive) {
+      // Recovered by someone else since the caller saw it dead: a second recovery would fence it.
+      std::printf("/dev/ublkb%d: live (%s), nothing to recover\n", *id, d.why.c_str());
+      return;
+    }
+    if (d.plan != Plan::kRecover) Fail(d.why);
     std::printf("%s\n", Execute(*id, Plan::kRecover).c_str());
   });
 }

@@ -2,7 +2,8 @@
 # `unbd recover --all` and `unbd status` on real devices: a null and a remote device (unbd-server in
 # the guest), both with --recovery --reissue. status --json shows them alive; after kill -9 of both
 # daemons it shows both dead (exit 1); one `recover --all` brings both back and they serve I/O
-# again (the remote one with its data and a higher epoch); a second run leaves live devices alone.
+# again (the remote one with its data and a higher epoch); a second run leaves live devices alone;
+# two recoveries at once recover once.
 # Then: a device without --recovery whose daemon died makes recover --all fail (exit 1, named); a
 # device whose kernel side is gone but whose state file remains is added again on the same id; a
 # dead server shows as unreachable within the status timeout.
@@ -91,6 +92,25 @@ grep -q "recover --all: 0 recovered, 2 live" /tmp/recover.out || fail "live devi
 pn2=$(daemon_pid "$n")
 "$UNBD" recover --all >/dev/null
 [ "$(daemon_pid "$n")" = "$pn2" ] || fail "recover --all replaced a live daemon"
+
+# Two recoveries at once (an operator's recover --all and the CSI agent's `recover -n`): exactly one
+# brings the device back, the other finds it live; the volume is opened once (a second open would
+# fence the new daemon).
+epoch1=$(jq ".devices[] | select(.id == $r) | .epoch" /tmp/status.json)
+kill -9 "$(daemon_pid "$r")"
+"$UNBD" recover -n "$r" >/tmp/recover-n.out 2>&1 &
+rn=$!
+"$UNBD" recover --all >/tmp/recover-all.out 2>&1 || fail "concurrent recover --all failed: $(cat /tmp/recover-all.out)"
+wait "$rn" || fail "concurrent recover -n failed: $(cat /tmp/recover-n.out)"
+cat /tmp/recover-n.out /tmp/recover-all.out
+[ "$(cat /tmp/recover-n.out /tmp/recover-all.out | grep -c "^/dev/ublkb$r recovered by pid")" = 1 ] ||
+	fail "not exactly one recovery of device $r"
+grep -q "^/dev/ublkb$r: live" /tmp/recover-n.out /tmp/recover-all.out || fail "the second recovery did not find it live"
+serves_io
+status
+dev "$r" ".daemon == \"alive\" and .epoch == $epoch1 + 1 and .fenced == false" ||
+	fail "after concurrent recoveries: $(cat /tmp/status.json)"
+log "two concurrent recoveries: one recovered, one found it live"
 
 # A device without --recovery whose daemon died cannot be recovered: named, exit 1, the others recovered.
 plain_dev=$(unbd_add -t null -s 64M)
