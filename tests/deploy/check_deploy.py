@@ -207,8 +207,18 @@ class Checker:
         elif not rel.startswith("deploy/kubernetes/examples/"):
             self.error(rel, f"container {c['name']}: image {image} is neither ours nor a pinned sidecar")
 
+    def check_kustomize_build(self):
+        """kustomize (in kubectl, offline) renders the whole installation, when kubectl is here."""
+        if not shutil.which("kubectl"):
+            return
+        r = subprocess.run(["kubectl", "kustomize", os.path.join(self.root, "deploy", "kubernetes")],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            self.error("deploy/kubernetes", f"kubectl kustomize failed: {r.stderr.strip()}")
+
     def check_kubernetes(self, docs, version, dockerfiles, installed_in_image):
         self.check_kustomization(docs)
+        self.check_kustomize_build()
         kinds = {}
         for rel, d in docs:
             kinds.setdefault(d["kind"], []).append((rel, d))
