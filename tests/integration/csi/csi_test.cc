@@ -256,6 +256,22 @@ TEST(CsiController, CreateDeleteOnARealServer) {
   EXPECT_EQ(Create(p, "pvc-4", 0, &c, {{"colour", "red"}}).error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Create(p, "bad/name", 0, &c).error_code(), StatusCode::INVALID_ARGUMENT);
 
+  // ValidateVolumeCapabilities: confirms what a node can do, names what it cannot.
+  pb::ValidateVolumeCapabilitiesRequest vr;
+  vr.set_volume_id(a.volume().volume_id());
+  *vr.add_volume_capabilities() = MountCap();
+  pb::ValidateVolumeCapabilitiesResponse vresp;
+  ASSERT_TRUE(p.controller->ValidateVolumeCapabilities(Ctx().get(), vr, &vresp).ok());
+  EXPECT_EQ(vresp.confirmed().volume_capabilities_size(), 1);
+  *vr.add_volume_capabilities() = MountCap(Mode::MULTI_NODE_MULTI_WRITER);
+  vresp.Clear();
+  ASSERT_TRUE(p.controller->ValidateVolumeCapabilities(Ctx().get(), vr, &vresp).ok());
+  EXPECT_FALSE(vresp.has_confirmed());
+  EXPECT_NE(vresp.message().find("MULTI_NODE_MULTI_WRITER"), std::string::npos) << vresp.message();
+  vr.set_volume_id("nosuch@" + server.target());
+  EXPECT_EQ(p.controller->ValidateVolumeCapabilities(Ctx().get(), vr, &vresp).error_code(),
+            StatusCode::NOT_FOUND);
+
   for (int i = 0; i < 10; ++i) EXPECT_EQ(Delete(p, a.volume().volume_id()), StatusCode::OK);
   EXPECT_EQ(admin.Stat(ref, &v).code(), Status::Code::kNotFound);
 }
