@@ -1,6 +1,7 @@
 #include "csi/unbd_devices.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <cerrno>
 #include <fstream>
@@ -21,8 +22,20 @@ std::string JoinServers(const std::vector<std::string>& s) {
   return out;
 }
 
+// A daemon that was killed but not reaped yet is a zombie: dead, though kill(pid, 0) succeeds.
+// When the agent is its reaper (PID 1 of a container: `unbd add` orphans its daemons) nobody else
+// would reap it, so reap it here.
 bool IsDaemon(pid_t pid) {
   if (pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM)) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t paren = line.rfind(')');
+  if (paren != std::string::npos && paren + 2 < line.size() &&
+      (line[paren + 2] == 'Z' || line[paren + 2] == 'X')) {
+    waitpid(pid, nullptr, WNOHANG);
+    return false;
+  }
   std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
   std::string comm;
   std::getline(f, comm);

@@ -1,10 +1,19 @@
-// Volume ids and staging records: the two formats docs/csi.md promises.
+// Volume ids and staging records (the two formats docs/csi.md promises) and the device health
+// check the healer relies on.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
 
 #include "csi/staging_record.h"
+#include "csi/unbd_devices.h"
+#include "frontend/daemon.h"
+#include "frontend/device_state.h"
 #include "csi/volume_id.h"
 
 namespace unbd::csi {
@@ -65,6 +74,41 @@ TEST(CsiStagingRecord, SurvivesARestart) {
   EXPECT_FALSE(r.block);
   ASSERT_EQ(r.publishes.count("/pods/a/mount"), 1u);
   EXPECT_TRUE(r.publishes.at("/pods/a/mount"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace unbd::csi
+
+namespace unbd::csi {
+namespace {
+
+// The healer's liveness check: a live daemon is alive; a killed one is dead even while it is an
+// unreaped zombie (the agent as a container's PID 1 inherits the orphaned daemons), and the
+// check reaps it; a device without a state file is gone.
+TEST(CsiDeviceHealth, ZombieDaemonIsDeadAndReaped) {
+  auto dir = std::filesystem::temp_directory_path() / ("csi-run-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  setenv("UNBD_RUN_DIR", dir.c_str(), 1);
+  pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_NAME, frontend::kDaemonProcessName);
+    for (;;) pause();
+  }
+  ASSERT_GT(child, 0);
+  frontend::DeviceState st;
+  st.dev_id = 7;
+  st.daemon_pid = child;
+  ASSERT_TRUE(frontend::SaveDeviceState(st).ok());
+  UnbdDevices devices("unbd");
+  // The child names itself after fork: wait until it has.
+  for (int i = 0; i < 200 && devices.Health(7) != DeviceHealth::kAlive; ++i) usleep(5000);
+  EXPECT_EQ(devices.Health(7), DeviceHealth::kAlive);
+  kill(child, SIGKILL);
+  for (int i = 0; i < 200 && devices.Health(7) == DeviceHealth::kAlive; ++i) usleep(5000);
+  EXPECT_EQ(devices.Health(7), DeviceHealth::kDead);
+  EXPECT_EQ(waitpid(child, nullptr, WNOHANG), -1) << "the zombie was not reaped";
+  EXPECT_EQ(devices.Health(8), DeviceHealth::kGone);
   std::filesystem::remove_all(dir);
 }
 
