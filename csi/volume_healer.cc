@@ -30,14 +30,21 @@ void VolumeHealer::ReconcileAll() {
     auto guard = locks_->TryLock(rec.volume_id);
     if (!guard.held()) continue;  // a CSI call got there first and does the same work
     const DeviceHealth before = devices_->Health(rec.dev_id);
+    const bool unrecorded = rec.dev_id < 0;  // killed inside NodeStageVolume
     Status s = stager_->Attach(&rec);
     if (s.ok()) s = records_->Put(rec);
     if (!s.ok()) {
       spdlog::error("reconcile volume {}: {}", rec.volume_id, s.ToString());
       continue;
     }
-    spdlog::info("reconcile volume {}: /dev/ublkb{} {}{}", rec.volume_id, rec.dev_id,
-                 DeviceHealthName(before), before == DeviceHealth::kAlive ? ", left alone" : ", healed");
+    if (unrecorded) {
+      spdlog::info("reconcile volume {}: staging was interrupted; /dev/ublkb{} now serves it",
+                   rec.volume_id, rec.dev_id);
+    } else {
+      spdlog::info("reconcile volume {}: /dev/ublkb{} {}{}", rec.volume_id, rec.dev_id,
+                   DeviceHealthName(before),
+                   before == DeviceHealth::kAlive ? ", left alone" : ", healed");
+    }
   }
 }
 
