@@ -22,6 +22,12 @@ bool IsFenced(const Status& s) {
          s.message().find("is fenced by epoch") != std::string::npos;
 }
 
+bool IsGenerationGone(const Status& s) {
+  return s.code() == Status::Code::kAborted &&
+         s.message().find("server generation") != std::string::npos &&
+         s.message().find("is gone") != std::string::npos;
+}
+
 std::string NewReplicaUuid() {
   std::random_device rd;
   std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd());
@@ -94,10 +100,11 @@ Status ReplicaRpc::Delete(uint64_t volume_id) {
 }
 
 Status ReplicaRpc::Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
-                        std::string* out) {
+                        std::string* out, uint64_t generation) {
   grpc::ClientContext ctx;
   Arm(&ctx);
   v1::ReadRequest req;
+  req.set_server_generation(generation);
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);
   req.set_offset(offset);
@@ -108,11 +115,12 @@ Status ReplicaRpc::Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uin
   return s;
 }
 
-Status ReplicaRpc::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset,
-                         std::string_view data, bool fua, uint32_t out_mask) {
+Status ReplicaRpc::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
+                         bool fua, uint32_t out_mask, uint64_t generation) {
   grpc::ClientContext ctx;
   Arm(&ctx);
   v1::WriteRequest req;
+  req.set_server_generation(generation);
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);
   req.set_offset(offset);
@@ -124,10 +132,11 @@ Status ReplicaRpc::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset,
 }
 
 Status ReplicaRpc::Zero(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length,
-                        bool discard, uint32_t out_mask) {
+                        bool discard, uint32_t out_mask, uint64_t generation) {
   grpc::ClientContext ctx;
   Arm(&ctx);
   v1::ZeroRangeRequest req;
+  req.set_server_generation(generation);
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);
   req.set_offset(offset);
@@ -138,10 +147,11 @@ Status ReplicaRpc::Zero(uint64_t volume_id, uint64_t epoch, uint64_t offset, uin
   return backend::FromGrpc(io_->ZeroRange(&ctx, req, &resp));
 }
 
-Status ReplicaRpc::Flush(uint64_t volume_id, uint64_t epoch) {
+Status ReplicaRpc::Flush(uint64_t volume_id, uint64_t epoch, uint64_t generation) {
   grpc::ClientContext ctx;
   Arm(&ctx);
   v1::FlushRequest req;
+  req.set_server_generation(generation);
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);
   v1::FlushResponse resp;

@@ -35,6 +35,11 @@ void ForEachParallel(size_t n, const std::function<void(size_t)>& fn);
 // replica failure, not a newer owner); unary answers carry only the message to tell them apart.
 bool IsFenced(const Status& s);
 
+// The replica refused a request because the server generation it carried is gone: the server
+// restarted after an unclean stop (kill -9, power loss) and may have lost every write it
+// acknowledged since its last FLUSH. The server answers ABORTED naming the generation.
+bool IsGenerationGone(const Status& s);
+
 // A random RFC 4122 version-4 uuid: the identity of one copy of a volume.
 std::string NewReplicaUuid();
 
@@ -52,13 +57,15 @@ class ReplicaRpc {
                 v1::Volume* out);
   Status Delete(uint64_t volume_id);
 
+  // Data requests: `generation` is the server generation from Open (0 = unchecked); a server
+  // that restarted after a crash since refuses it (IsGenerationGone).
   Status Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
-              std::string* out);
-  Status Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
-               bool fua, uint32_t out_mask);
+              std::string* out, uint64_t generation = 0);
+  Status Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data, bool fua,
+               uint32_t out_mask, uint64_t generation = 0);
   Status Zero(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length, bool discard,
-              uint32_t out_mask);
-  Status Flush(uint64_t volume_id, uint64_t epoch);
+              uint32_t out_mask, uint64_t generation = 0);
+  Status Flush(uint64_t volume_id, uint64_t epoch, uint64_t generation = 0);
 
   Status PutMeta(uint64_t volume_id, uint64_t epoch, const v1::ReplicaSetMeta& meta);
   // Regions of one set (ascending) and the replica's region size.

@@ -165,6 +165,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     rep->full_rebuild = info.full_rebuild() && info.state() != v1::REPLICA_HEALTHY;
     const bool same_copy = r.status.ok() && r.response.replica_uuid() == info.uuid();
     if (r.status.ok()) {
+      rep->generation = r.response.server_generation();
       const uint32_t mio = r.response.limits().max_io_bytes();
       if (mio != 0) v->max_io_bytes_ = std::min(v->max_io_bytes_, mio);
     }
@@ -249,7 +250,8 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy,
     for (size_t k = 1; k < healthy.size(); ++k) {
       Replica& dst = *replicas_[healthy[k]];
       uint64_t copied = 0;
-      Status s = CopyRange(*src.rpc, src.volume_id, *dst.rpc, dst.volume_id, epoch_, off, len,
+      Status s = CopyRange({src.rpc.get(), src.volume_id, src.generation},
+                           {dst.rpc.get(), dst.volume_id, dst.generation}, epoch_, off, len,
                            max_io_bytes_, out_mask, &copied);
       if (!s.ok()) return Status::Unavailable("reconcile region " + std::to_string(r) + " from " +
                                               src.rpc->target() + ": " + s.ToString());
@@ -258,7 +260,7 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy,
   std::vector<Status> results(healthy.size());
   ForEachParallel(healthy.size(), [&](size_t k) {
     Replica& r = *replicas_[healthy[k]];
-    results[k] = r.rpc->Flush(r.volume_id, epoch_);
+    results[k] = r.rpc->Flush(r.volume_id, epoch_, r.generation);
     if (results[k].ok())
       results[k] = r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSetIndex, {}, true);
   });
@@ -373,8 +375,13 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
   for (uint64_t r = first_region; r <= last_region && first_region != UINT64_MAX; ++r)
     regions.insert(r);
   if (!to_mark.empty()) {
-    // Writes in flight to the dead replica may or may not have landed there: everything still
-    // unstable on the survivors is dirty for it.
+    // Writes in flight to the dead replica may or may not have landed there, and a replica that
+    // restarted after a crash lost every write since its last FLUSH: everything still unstable
+    // (the owner's view, and on the survivors, whose marks outlive an owner) is dirty for it.
+    {
+      std::lock_guard lock(mu_);
+      for (uint64_t r : OwnerUnstable()) regions.insert(r);
+    }
     for (size_t h : survivors) {
       std::vector<uint64_t> u;
       Status s = replicas_[h]->rpc->GetRegions(replicas_[h]->volume_id, kUnstableSetIndex, &u,
@@ -416,6 +423,7 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
   for (size_t p : to_mark) {
     replicas_[p]->state = ReplicaState::kOut;
     replicas_[p]->suspect = false;
+    replicas_[p]->unflushed_rebuild = false;  // healthy since its resync's final FLUSH
     spdlog::warn("volume \"{}\" epoch {}: replica {} ({}) marked out ({} regions dirty for it): {}",
                  name_, epoch_, p, replicas_[p]->rpc->target(), list.size(), why);
   }
@@ -423,13 +431,17 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
 }
 
 void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_t last_region,
-                                        const std::string& why) {
+                                        const std::string& why, bool lost) {
   std::vector<uint64_t> regions;
   for (uint64_t r = first_region; r <= last_region && first_region != UINT64_MAX; ++r)
     regions.push_back(r);
+  bool full;
   {
     std::lock_guard lock(mu_);
     if (replicas_[p]->state == ReplicaState::kRebuilding) replicas_[p]->state = ReplicaState::kOut;
+    // What it lost (copies and writes since the resync began) is no longer in any dirty set.
+    if (lost) replicas_[p]->full_rebuild = true;
+    full = replicas_[p]->full_rebuild;
   }
   Status s = MarkPeerSet(p, regions);
   if (!s.ok()) spdlog::warn("volume \"{}\": replica {}: {}", name_, p, s.ToString());
@@ -437,11 +449,95 @@ void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_
     auto* info = m->mutable_replicas(p);
     if (info->state() != v1::REPLICA_REBUILDING) return Status::Aborted("not rebuilding");
     info->set_state(v1::REPLICA_OUT);
+    info->set_full_rebuild(full);
     info->set_state_since_unix_ms(NowMs());
     return Status::Ok();
   });
-  spdlog::warn("volume \"{}\" epoch {}: rebuilding replica {} ({}) failed a write, out again: {}",
-               name_, epoch_, p, replicas_[p]->rpc->target(), why);
+  spdlog::warn("volume \"{}\" epoch {}: rebuilding replica {} ({}) failed a write, out again{}: {}",
+               name_, epoch_, p, replicas_[p]->rpc->target(),
+               lost ? " (restarted after a crash: full rebuild)" : "", why);
+}
+
+std::vector<uint64_t> ReplicatedVolume::OwnerUnstable() const {
+  std::set<uint64_t> u(pinned_unstable_.begin(), pinned_unstable_.end());
+  for (const auto& [r, seq] : region_last_write_) u.insert(r);
+  return std::vector<uint64_t>(u.begin(), u.end());
+}
+
+bool ReplicatedVolume::NoteGenerationGone(size_t p, uint64_t generation) {
+  std::lock_guard lock(mu_);
+  Replica& r = *replicas_[p];
+  if (generation == 0 || r.generation != generation || r.state == ReplicaState::kOut) return false;
+  if (!r.lost_writes) {
+    spdlog::error(
+        "volume \"{}\" epoch {}: replica {} ({}): server generation {} is gone: it "
+        "restarted after a crash and may have lost the writes it acknowledged since the "
+        "last FLUSH",
+        name_, epoch_, p, r.rpc->target(), generation);
+  }
+  r.lost_writes = true;
+  bool any_kept = false;
+  for (const auto& o : replicas_) any_kept |= o->state == ReplicaState::kHealthy && !o->lost_writes;
+  if (!any_kept && !unreported_loss_) {
+    unreported_loss_ = true;
+    spdlog::error(
+        "volume \"{}\" epoch {}: every healthy replica restarted after a crash; writes "
+        "acknowledged since the last FLUSH may be lost; the next FLUSH fails",
+        name_, epoch_);
+  }
+  return true;
+}
+
+Status ReplicatedVolume::RenewGeneration(size_t p, uint64_t seen) {
+  std::lock_guard serial(renew_mu_);
+  uint64_t vid;
+  ReplicaRpc* rpc;
+  {
+    std::lock_guard lock(mu_);
+    const Replica& r = *replicas_[p];
+    // Renewed already, or out (its resync re-opens it).
+    if (r.generation != seen || r.state != ReplicaState::kHealthy) return Status::Ok();
+    vid = r.volume_id;
+    rpc = r.rpc.get();
+  }
+  v1::OpenVolumeResponse opened;
+  // Same epoch and client id: a re-open, refused if another owner opened the volume since.
+  Status s = rpc->Open(vid, epoch_, options_.client_id, &opened);
+  if (!s.ok()) return s;
+  std::vector<uint64_t> unstable;
+  {
+    std::lock_guard lock(mu_);
+    unstable = OwnerUnstable();
+  }
+  s = rpc->MarkRegions(vid, epoch_, kUnstableSetIndex, unstable);
+  if (!s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);
+    replicas_[p]->generation = opened.server_generation();
+    replicas_[p]->suspect = true;
+    replicas_[p]->lost_writes = true;
+  }
+  spdlog::warn(
+      "volume \"{}\" epoch {}: replica {} ({}) re-opened after its restart (server "
+      "generation {} -> {}); suspect until the others are a healthy majority without it",
+      name_, epoch_, p, rpc->target(), seen, opened.server_generation());
+  return Status::Ok();
+}
+
+void ReplicatedVolume::ReportGenerationGone(size_t p, uint64_t generation, const Status& why) {
+  if (!NoteGenerationGone(p, generation)) return;
+  Status m = MarkOut({p}, UINT64_MAX, 0, why.ToString());
+  if (m.ok()) return;
+  if (IsFenced(m)) return FailIncarnation(m);
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [r, seq] : region_last_write_) pinned_unstable_.insert(r);
+  }
+  Status r = RenewGeneration(p, generation);
+  if (IsFenced(r)) return FailIncarnation(r);
+  if (!r.ok())
+    spdlog::warn("volume \"{}\": replica {} ({}): re-open after its restart: {}", name_, p,
+                 replicas_[p]->rpc->target(), r.ToString());
 }
 
 Status ReplicatedVolume::SendOne(const Target& t, FanOutOp op, uint64_t offset, uint64_t length,
@@ -449,12 +545,13 @@ Status ReplicatedVolume::SendOne(const Target& t, FanOutOp op, uint64_t offset, 
   ReplicaRpc& rpc = *replicas_[t.index]->rpc;
   switch (op) {
     case FanOutOp::kFlush:
-      return rpc.Flush(t.volume_id, epoch_);
+      return rpc.Flush(t.volume_id, epoch_, t.generation);
     case FanOutOp::kWrite:
-      return rpc.Write(t.volume_id, epoch_, offset, data, fua, out_mask);
+      return rpc.Write(t.volume_id, epoch_, offset, data, fua, out_mask, t.generation);
     case FanOutOp::kZero:
     case FanOutOp::kDiscard:
-      return rpc.Zero(t.volume_id, epoch_, offset, length, op == FanOutOp::kDiscard, out_mask);
+      return rpc.Zero(t.volume_id, epoch_, offset, length, op == FanOutOp::kDiscard, out_mask,
+                      t.generation);
   }
   return Status::Internal("unknown op");
 }
@@ -499,6 +596,7 @@ FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t
     for (size_t i = 0; i < replicas_.size(); ++i) {
       const Replica& r = *replicas_[i];
       t->volume_ids[i] = r.volume_id;
+      t->generations[i] = r.generation;
       if (r.state == ReplicaState::kHealthy) {
         t->wait_mask |= 1u << i;
       } else if (r.state == ReplicaState::kRebuilding) {
@@ -521,7 +619,7 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
   std::vector<Status> results;
   for (size_t i = 0; i < replicas_.size(); ++i) {
     if (!(t.targets() & (1u << i))) continue;
-    pending.push_back({i, t.volume_ids[i], (t.wait_mask & (1u << i)) != 0});
+    pending.push_back({i, t.volume_ids[i], t.generations[i], (t.wait_mask & (1u << i)) != 0});
     results.push_back(first_results[i]);
   }
   const auto deadline = std::chrono::steady_clock::now() + options_.quorum_wait;
@@ -529,14 +627,19 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
   Status result;
   for (int attempt = 0;; ++attempt) {
     if (attempt > 0) {
-      // The others already applied it; writes are idempotent anyway.
+      // The others already applied it; writes are idempotent anyway. A replica re-opened after
+      // its restart is sent its new generation.
+      {
+        std::lock_guard lock(mu_);
+        for (auto& tg : pending) tg.generation = replicas_[tg.index]->generation;
+      }
       results.assign(pending.size(), Status::Ok());
       ForEachParallel(pending.size(), [&](size_t k) {
         results[k] = SendOne(pending[k], t.op, t.offset, t.length, data, t.fua, t.out_mask);
       });
     }
     std::vector<size_t> failed;
-    std::vector<Target> retry;
+    std::vector<Target> retry, gone;
     std::string errors;
     bool fenced = false;
     for (size_t k = 0; k < pending.size() && !fenced; ++k) {
@@ -550,6 +653,8 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
         fenced = true;
         break;
       }
+      const bool lost = IsGenerationGone(results[k]);
+      if (lost) NoteGenerationGone(tg.index, tg.generation);
       errors += (errors.empty() ? "" : "; ") + target + ": " + results[k].ToString();
       if (!tg.wait) {
         // Not waited for; it must not become healthy without this write.
@@ -559,12 +664,13 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
           now_healthy = replicas_[tg.index]->state == ReplicaState::kHealthy;
         }
         if (!now_healthy) {
-          DemoteRebuilding(tg.index, first, last, results[k].ToString());
+          DemoteRebuilding(tg.index, first, last, results[k].ToString(), lost);
           continue;
         }
       }
       failed.push_back(tg.index);
-      retry.push_back({tg.index, tg.volume_id, true});
+      retry.push_back({tg.index, tg.volume_id, tg.generation, true});
+      if (lost) gone.push_back(tg);
     }
     if (fenced) {
       std::lock_guard lock(mu_);
@@ -596,6 +702,19 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
           " ms; not acknowledged (" + errors + "; mark-out: " + m.message() + ")");
       break;
     }
+    // A replica that restarted after a crash refuses our generation until re-opened; it then
+    // takes the retry, suspect (the others are trusted for reads and copies).
+    for (const Target& tg : gone) {
+      Status r = RenewGeneration(tg.index, tg.generation);
+      if (IsFenced(r)) {
+        FailIncarnation(r);
+        std::lock_guard lock(mu_);
+        return fenced_;
+      }
+      if (!r.ok())
+        spdlog::warn("{}: re-open {} after its restart: {}", what,
+                     replicas_[tg.index]->rpc->target(), r.ToString());
+    }
     if (attempt == 0) spdlog::warn("{}: waiting for a majority: {}", what, errors);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     pending = retry;
@@ -603,9 +722,16 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
   return result;
 }
 
-void ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) {
+Status ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) {
   const bool is_write = t.op != FanOutOp::kFlush;
-  if (!is_write) return;
+  if (!is_write) {
+    std::lock_guard lock(mu_);
+    if (!result.ok() || !unreported_loss_) return result;
+    unreported_loss_ = false;
+    return Status::IoError("volume \"" + name_ + "\" epoch " + std::to_string(epoch_) +
+                           ": flush: every healthy replica restarted after a crash since the last "
+                           "flush, writes they acknowledged may be lost");
+  }
   {
     std::lock_guard lock(mu_);
     for (uint64_t r = t.first_region; r <= t.last_region; ++r) {
@@ -617,14 +743,15 @@ void ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) {
   }
   cv_.notify_all();
   locks_.UnlockShared(t.first_region, t.last_region);
+  return result;
 }
 
 void ReplicatedVolume::ClearAfterFlush(const FanOutTicket& t) {
   ClearUnstableAfterFlush(t.seq, t.flush_candidates);
 }
 
-size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, size_t* trusted,
-                                     Status* failed) const {
+size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, uint64_t* generations,
+                                     size_t* trusted, Status* failed) const {
   std::lock_guard lock(mu_);
   *trusted = 0;
   if (!fenced_.ok()) {
@@ -632,13 +759,27 @@ size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, size_
     return 0;
   }
   size_t n = 0;
-  for (size_t i : HealthySourcesFirst()) {
+  for (size_t i : ReadableSources()) {
     order[n] = static_cast<uint8_t>(i);
     volume_ids[n] = replicas_[i]->volume_id;
+    generations[n] = replicas_[i]->generation;
     *trusted += !replicas_[i]->suspect;
     ++n;
   }
   return n;
+}
+
+std::vector<size_t> ReplicatedVolume::ReadableSources() const {
+  std::vector<size_t> out = HealthySourcesFirst();
+  // A replica that may lack acknowledged writes serves no read while another one can.
+  const bool any_kept =
+      std::any_of(out.begin(), out.end(), [&](size_t i) { return !replicas_[i]->lost_writes; });
+  if (any_kept) {
+    out.erase(
+        std::remove_if(out.begin(), out.end(), [&](size_t i) { return replicas_[i]->lost_writes; }),
+        out.end());
+  }
+  return out;
 }
 
 Status ReplicatedVolume::FanOut(FanOutOp op, uint64_t offset, uint64_t length,
@@ -650,7 +791,7 @@ Status ReplicatedVolume::FanOut(FanOutOp op, uint64_t offset, uint64_t length,
     return failed;
   std::vector<Target> targets;
   for (size_t i = 0; i < replicas_.size(); ++i) {
-    if (t.targets() & (1u << i)) targets.push_back({i, t.volume_ids[i], true});
+    if (t.targets() & (1u << i)) targets.push_back({i, t.volume_ids[i], t.generations[i], true});
   }
   Status results[kMaxReplicas];
   ForEachParallel(targets.size(), [&](size_t k) {
@@ -658,8 +799,7 @@ Status ReplicatedVolume::FanOut(FanOutOp op, uint64_t offset, uint64_t length,
   });
   bool all_ok = true;
   for (const auto& tg : targets) all_ok &= results[tg.index].ok();
-  const Status result = all_ok ? Status::Ok() : ResolveFanOut(t, data, results);
-  EndFanOut(t, result);
+  const Status result = EndFanOut(t, all_ok ? Status::Ok() : ResolveFanOut(t, data, results));
   if (op == FanOutOp::kFlush && result.ok()) ClearAfterFlush(t);
   return result;
 }
@@ -719,13 +859,19 @@ Status ReplicatedVolume::Flush() {
 
 Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out) {
   static std::atomic<uint32_t> rotor{0};
-  std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
+  struct Source {
+    size_t index;
+    ReplicaRpc* rpc;
+    uint64_t volume_id, generation;
+  };
+  std::vector<Source> healthy;
   size_t trusted = 0;
   {
     std::lock_guard lock(mu_);
     if (!fenced_.ok()) return fenced_;
-    for (size_t i : HealthySourcesFirst()) {
-      healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id});
+    for (size_t i : ReadableSources()) {
+      healthy.push_back(
+          {i, replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
       trusted += !replicas_[i]->suspect;
     }
   }
@@ -736,13 +882,15 @@ Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out
   const size_t start = rotor++ % spread;
   std::string errors;
   for (size_t k = 0; k < healthy.size(); ++k) {
-    auto [rpc, vid] = healthy[k < spread ? (start + k) % spread : k];
-    Status s = rpc->Read(vid, epoch_, offset, length, out);
+    const Source& src = healthy[k < spread ? (start + k) % spread : k];
+    ReplicaRpc* rpc = src.rpc;
+    Status s = rpc->Read(src.volume_id, epoch_, offset, length, out, src.generation);
     if (s.ok()) return s;
     if (IsFenced(s)) {
       FailIncarnation(s);
       return s;
     }
+    if (IsGenerationGone(s)) ReportGenerationGone(src.index, src.generation, s);
     errors += (errors.empty() ? "" : "; ") + rpc->target() + ": " + s.ToString();
   }
   return Status::Unavailable("read at offset " + std::to_string(offset) +
@@ -852,7 +1000,8 @@ Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,
                                                          s.message())
                                  : Status::Unavailable("create on " + new_target + ": " +
                                                        s.ToString()));
-  s = rpc->Open(vol.id(), epoch_, options_.client_id, nullptr);
+  v1::OpenVolumeResponse opened;
+  s = rpc->Open(vol.id(), epoch_, options_.client_id, &opened);
   if (s.ok()) {
     s = meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
       auto* info = m->mutable_replicas(idx);
@@ -882,7 +1031,10 @@ Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,
     cv_.wait(lock, [&] { return inflight_.empty() || *inflight_.begin() > barrier; });
     replicas_[idx]->rpc = std::move(rpc);
     replicas_[idx]->volume_id = vol.id();
+    replicas_[idx]->generation = opened.server_generation();
     replicas_[idx]->full_rebuild = true;
+    replicas_[idx]->suspect = replicas_[idx]->lost_writes = false;
+    replicas_[idx]->unflushed_rebuild = false;
     progress_[idx] = ResyncProgress();
     progress_[idx].target = new_target;
   }

@@ -13,6 +13,13 @@
 //    acknowledged; with no majority the write waits `quorum_wait` and fails, never acknowledged on
 //    a minority. Writes carry out_mask so the survivors track what an out replica misses.
 //  * A FLUSH completed on every healthy replica clears the unstable regions no write touched since.
+//  * Every data request carries the replica's server generation (from the open or the resync's
+//    re-open). A replica that refuses it (restarted after a crash: it may have lost every write it
+//    acknowledged since the last FLUSH) is marked out like a failed one, with the owner's unstable
+//    regions in its PeerSet, and resynced; with no majority to mark it out it is re-opened and
+//    becomes suspect. It never serves a read before its resync while another replica can. When
+//    every healthy replica lost its generation, the next FLUSH fails once (IoError): acknowledged
+//    writes may be gone everywhere.
 //  * ResyncOut() brings out replicas back (resync.h): incremental or full rebuild, then healthy.
 // A fenced answer (a newer owner) fails the incarnation. Thread-safe; concurrent writes must not
 // overlap (the block layer's rule).
@@ -62,6 +69,7 @@ struct FanOutTicket {
   uint32_t rebuild_mask = 0;  // rebuilding replicas: written to as well (writes only)
   uint32_t out_mask = 0;      // IoRequest.out_mask for every replica
   uint64_t volume_ids[kMaxReplicas] = {};
+  uint64_t generations[kMaxReplicas] = {};  // IoRequest.server_generation for each replica
   std::vector<uint64_t> flush_candidates;  // a flush: regions it may clear from the unstable set
   uint32_t targets() const { return wait_mask | rebuild_mask; }
 };
@@ -114,12 +122,20 @@ class ReplicatedVolume {
   // until quorum_wait and then failed; a failed rebuilding replica goes back to out. Blocks.
   Status ResolveFanOut(const FanOutTicket& t, std::string_view data, const Status* results);
   // Ends it (never blocks on the network): a failed write's regions stay unstable (pinned).
-  void EndFanOut(const FanOutTicket& t, const Status& result);
+  // Returns the request's final result: `result`, except for a flush that would vouch for writes
+  // every healthy replica may have lost (their server generations went away): IoError, once.
+  Status EndFanOut(const FanOutTicket& t, const Status& result);
   // After a flush ended OK: clears the unstable regions it covered on every healthy replica.
   void ClearAfterFlush(const FanOutTicket& t);
-  // Replicas a read may use, trusted ones first: their indices and volume ids; `*trusted` of
-  // them are not suspect. 0 with *failed set when fenced.
-  size_t ReadSources(uint8_t* order, uint64_t* volume_ids, size_t* trusted, Status* failed) const;
+  // Replicas a read may use, trusted ones first: their indices, volume ids and server
+  // generations; `*trusted` of them are not suspect. A replica that lost its generation is left
+  // out while any other is there. 0 with *failed set when fenced.
+  size_t ReadSources(uint8_t* order, uint64_t* volume_ids, uint64_t* generations, size_t* trusted,
+                     Status* failed) const;
+  // Replica p refused a request carrying `generation` as gone (a read: writes and flushes go
+  // through ResolveFanOut). Marks it out, or re-opens it as suspect when no majority is left.
+  // Blocks; a report about a generation already handled is ignored.
+  void ReportGenerationGone(size_t p, uint64_t generation, const Status& why);
   // A replica answered "fenced by a newer epoch": every request of this incarnation fails.
   void ReportFenced(const Status& s) { FailIncarnation(s); }
   size_t replica_count() const { return replicas_.size(); }
@@ -156,10 +172,18 @@ class ReplicatedVolume {
     // have restarted and lost its unsynced writes. Read from last, copied from last, and marked
     // out (then resynced) as soon as the others are a healthy majority without it.
     bool suspect = false;  // guarded by mu_
+    uint64_t generation = 0;  // its server generation from the last (re-)open; guarded by mu_
+    // Its generation went away since its last resync: it may lack acknowledged writes. Never a
+    // read source while another replica is healthy.
+    bool lost_writes = false;  // guarded by mu_
+    // Got copies and writes while rebuilding that only the resync's final FLUSH makes durable: if
+    // it restarts after a crash before that, it is rebuilt in full. Guarded by mu_.
+    bool unflushed_rebuild = false;
   };
   struct Target {
     size_t index;
     uint64_t volume_id;
+    uint64_t generation;
     bool wait;  // healthy: the ack waits for it
   };
 
@@ -173,15 +197,28 @@ class ReplicatedVolume {
   // majority. UNAVAILABLE when that is not possible now.
   Status MarkOut(const std::vector<size_t>& failed, uint64_t first_region, uint64_t last_region,
                  const std::string& why);
-  // A rebuilding replica failed a write: back to out, the write's regions into its PeerSet.
+  // A rebuilding replica failed a write: back to out, the write's regions into its PeerSet;
+  // lost (its generation went away): to be rebuilt in full.
   void DemoteRebuilding(size_t p, uint64_t first_region, uint64_t last_region,
-                        const std::string& why);
+                        const std::string& why, bool lost);
+  // Replica p refused `generation` as gone: notes that it may lack acknowledged writes (and the
+  // unreported loss when no healthy replica is left without that doubt). False when the report
+  // is stale (the generation was renewed already).
+  bool NoteGenerationGone(size_t p, uint64_t generation);
+  // Re-opens healthy replica p at our epoch after it refused `seen` as gone, when no majority is
+  // left to mark it out: it becomes suspect, and the owner's unstable regions go back into its
+  // own unstable set (their marks were lost with the writes). OK if already renewed.
+  Status RenewGeneration(size_t p, uint64_t seen);
+  // Regions written since the last FLUSH that completed on every healthy replica, and pinned
+  // ones. Caller holds mu_.
+  std::vector<uint64_t> OwnerUnstable() const;
   // Marks regions in PeerSet(p) on every healthy replica.
   Status MarkPeerSet(size_t p, const std::vector<uint64_t>& regions);
   void FailIncarnation(const Status& s);
   void ClearUnstableAfterFlush(uint64_t flush_seq, const std::vector<uint64_t>& candidates);
   std::vector<size_t> IndicesIn(ReplicaState s) const;  // caller holds mu_
   std::vector<size_t> HealthySourcesFirst() const;     // caller holds mu_: trusted ones first
+  std::vector<size_t> ReadableSources() const;  // caller holds mu_: of those, the ones to read
   // Marks suspect replicas out while the rest stay a healthy majority (ResyncOut then heals them).
   void RetireSuspects();
   void ProbeLoop();
@@ -209,9 +246,12 @@ class ReplicatedVolume {
   // without being marked out (a replica that crashed and came back lost its unsynced writes).
   std::set<uint64_t> pinned_unstable_;
   std::vector<ResyncProgress> progress_;
+  // Every healthy replica lost its generation: the next FLUSH fails once.
+  bool unreported_loss_ = false;
 
   std::mutex markout_mu_;  // one mark-out at a time: a concurrent one then finds the replica out
   std::mutex resync_mu_;  // one resync driver at a time
+  std::mutex renew_mu_;   // one generation renewal at a time
   std::atomic<bool> stop_{false};
   std::thread prober_;
 };

@@ -38,21 +38,30 @@ void RateMeter::Add(uint64_t bytes) {
   last_ = now;
 }
 
-Status CopyRange(ReplicaRpc& src, uint64_t src_volume, ReplicaRpc& dst, uint64_t dst_volume,
-                 uint64_t epoch, uint64_t offset, uint64_t length, uint32_t max_io_bytes,
-                 uint32_t out_mask, uint64_t* copied) {
+Status CopyRange(const CopyEnd& src, const CopyEnd& dst, uint64_t epoch, uint64_t offset,
+                 uint64_t length, uint32_t max_io_bytes, uint32_t out_mask, uint64_t* copied) {
   std::string data;
   for (uint64_t done = 0; done < length;) {
     const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(max_io_bytes, length - done));
-    Status s = src.Read(src_volume, epoch, offset + done, piece, &data);
-    if (!s.ok()) return Status::Unavailable("read " + src.target() + ": " + s.ToString());
-    s = AllZero(data) ? dst.Zero(dst_volume, epoch, offset + done, piece, /*discard=*/true, out_mask)
-                      : dst.Write(dst_volume, epoch, offset + done, data, false, out_mask);
-    if (!s.ok()) return Status::Aborted("write " + dst.target() + ": " + s.ToString());
+    Status s = src.rpc->Read(src.volume_id, epoch, offset + done, piece, &data, src.generation);
+    if (!s.ok()) return Status::Unavailable("read " + src.rpc->target() + ": " + s.ToString());
+    s = AllZero(data) ? dst.rpc->Zero(dst.volume_id, epoch, offset + done, piece,
+                                      /*discard=*/true, out_mask, dst.generation)
+                      : dst.rpc->Write(dst.volume_id, epoch, offset + done, data, false, out_mask,
+                                       dst.generation);
+    if (!s.ok()) return Status::Aborted("write " + dst.rpc->target() + ": " + s.ToString());
     done += piece;
     *copied += piece;
   }
   return Status::Ok();
+}
+
+void ResyncJob::DestinationLost() {
+  std::lock_guard lock(v_->mu_);
+  // Copies and writes it had not flushed are gone, and cleared from the dirty sets already.
+  v_->replicas_[p_]->full_rebuild = true;
+  spdlog::warn("volume \"{}\": {} restarted after a crash during its resync: full rebuild",
+               v_->name_, v_->replicas_[p_]->rpc->target());
 }
 
 void ResyncJob::Publish(const ResyncProgress& progress) {
@@ -65,12 +74,14 @@ Status ResyncJob::Run() {
   Status s = Prepare(&full);
   if (s.ok()) s = Copy(full);
   ResyncProgress last;
+  bool now_full;
   {
     std::lock_guard lock(v_->mu_);
     last = v_->progress_[p_];
     if (!s.ok() && v_->replicas_[p_]->state == ReplicaState::kRebuilding) {
       v_->replicas_[p_]->state = ReplicaState::kOut;
     }
+    now_full = v_->replicas_[p_]->full_rebuild;
   }
   last.active = false;
   last.result = s;
@@ -81,6 +92,7 @@ Status ResyncJob::Run() {
       auto* info = m->mutable_replicas(p_);
       if (info->state() != v1::REPLICA_REBUILDING) return Status::Aborted("not rebuilding");
       info->set_state(v1::REPLICA_OUT);
+      info->set_full_rebuild(now_full);
       info->set_state_since_unix_ms(NowMs());
       return Status::Ok();
     });
@@ -91,13 +103,16 @@ Status ResyncJob::Run() {
 Status ResyncJob::Prepare(bool* full) {
   ReplicatedVolume& v = *v_;
   ReplicaRpc& rpc = *v.replicas_[p_]->rpc;
-  uint64_t vid;
+  uint64_t vid, old_generation;
+  bool unflushed_rebuild;
   {
     std::lock_guard lock(v.mu_);
     if (!v.fenced_.ok()) return v.fenced_;
     if (v.replicas_[p_]->state != ReplicaState::kOut) return Status::Ok();
     vid = v.replicas_[p_]->volume_id;
     *full = v.replicas_[p_]->full_rebuild;
+    old_generation = v.replicas_[p_]->generation;
+    unflushed_rebuild = v.replicas_[p_]->unflushed_rebuild;
   }
   const v1::ReplicaSetMeta meta = v.meta_->committed();
   std::string uuid = meta.replicas(p_).uuid();
@@ -124,9 +139,20 @@ Status ResyncJob::Prepare(bool* full) {
     vid = vol.id();
     *full = true;
   }
-  s = rpc.Open(vid, v.epoch_, v.options_.client_id, nullptr);
+  v1::OpenVolumeResponse opened;
+  s = rpc.Open(vid, v.epoch_, v.options_.client_id, &opened);
   if (!s.ok()) return Status::Unavailable("re-open at epoch " + std::to_string(v.epoch_) + ": " +
                                           s.ToString());
+  if (!*full && unflushed_rebuild && old_generation != 0 &&
+      opened.server_generation() != old_generation) {
+    // It restarted after a crash during an earlier resync: the copies and writes it had not
+    // flushed are gone, and no dirty set names them any more.
+    spdlog::warn(
+        "volume \"{}\": {} restarted after a crash during its resync (server "
+        "generation {} -> {}): full rebuild",
+        v.name_, rpc.target(), old_generation, opened.server_generation());
+    *full = true;
+  }
   const bool is_full = *full;
   s = v.meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
     auto* info = m->mutable_replicas(p_);
@@ -145,7 +171,9 @@ Status ResyncJob::Prepare(bool* full) {
   // the healthy replicas, not sent to it) must have landed before the dirty set is read.
   std::unique_lock lock(v.mu_);
   v.replicas_[p_]->volume_id = vid;
+  v.replicas_[p_]->generation = opened.server_generation();
   v.replicas_[p_]->full_rebuild = is_full;
+  v.replicas_[p_]->unflushed_rebuild = true;
   v.replicas_[p_]->state = ReplicaState::kRebuilding;
   const uint64_t barrier = v.seq_;
   v.cv_.wait(lock, [&] { return v.inflight_.empty() || *v.inflight_.begin() > barrier; });
@@ -160,12 +188,14 @@ Status ResyncJob::Copy(bool full) {
   ReplicaRpc& dst = *dst_replica.rpc;
   const uint64_t rb = v.region_bytes_;
   const uint64_t nregions = (v.size_bytes_ + rb - 1) / rb;
-  uint64_t dst_vid;
+  uint64_t dst_vid, dst_generation;
   std::vector<std::pair<ReplicaRpc*, uint64_t>> healthy;
+  std::vector<CopyEnd> sources;
   {
     std::lock_guard lock(v.mu_);
     if (dst_replica.state != ReplicaState::kRebuilding) return Status::Ok();  // nothing to do
     dst_vid = dst_replica.volume_id;
+    dst_generation = dst_replica.generation;
     for (size_t i : v.IndicesIn(ReplicaState::kHealthy))
       healthy.push_back({v.replicas_[i]->rpc.get(), v.replicas_[i]->volume_id});
   }
@@ -238,19 +268,24 @@ Status ResyncJob::Copy(bool full) {
       if (dst_replica.state != ReplicaState::kRebuilding)
         return Status::Aborted("replica failed a write during the resync");
       healthy.clear();
-      for (size_t i : v.HealthySourcesFirst())
-        healthy.push_back({v.replicas_[i]->rpc.get(), v.replicas_[i]->volume_id});
+      sources.clear();
+      for (size_t i : v.HealthySourcesFirst()) {
+        const auto& r = *v.replicas_[i];
+        healthy.push_back({r.rpc.get(), r.volume_id});
+        sources.push_back({r.rpc.get(), r.volume_id, r.generation});
+      }
     }
     if (v.stop_) return Status::Aborted("volume closing");
     const uint64_t off = r * rb, len = region_len(r);
     v.locks_.Lock(r);
     Status cs = Status::Unavailable("no healthy source");
-    for (auto [src, src_vid] : healthy) {
-      cs = CopyRange(*src, src_vid, dst, dst_vid, v.epoch_, off, len, v.max_io_bytes_, 0,
+    for (const CopyEnd& src : sources) {
+      cs = CopyRange(src, {&dst, dst_vid, dst_generation}, v.epoch_, off, len, v.max_io_bytes_, 0,
                      &prog.copied_bytes);
       if (cs.ok() || cs.code() == Status::Code::kAborted) break;  // Aborted: the target failed
     }
     v.locks_.Unlock(r);
+    if (IsGenerationGone(cs)) DestinationLost();
     if (!cs.ok()) return Status::Unavailable("region " + std::to_string(r) + ": " + cs.ToString());
     copied_regions.push_back(r);
     prog.done_bytes += len;
@@ -277,7 +312,8 @@ Status ResyncJob::Copy(bool full) {
       std::this_thread::sleep_until(due);
     }
   }
-  s = dst.Flush(dst_vid, v.epoch_);
+  s = dst.Flush(dst_vid, v.epoch_, dst_generation);
+  if (IsGenerationGone(s)) DestinationLost();
   if (!s.ok()) return Status::Unavailable("flush: " + s.ToString());
   s = checkpoint(true);
   if (!s.ok()) return s;
@@ -289,6 +325,8 @@ Status ResyncJob::Copy(bool full) {
     // later finds it healthy and marks it out the ordinary way.
     dst_replica.state = ReplicaState::kHealthy;
     dst_replica.full_rebuild = false;
+    dst_replica.lost_writes = dst_replica.suspect = false;
+    dst_replica.unflushed_rebuild = false;  // its FLUSH above made everything durable
   }
   prog.eta_seconds = 0;
   Publish(prog);

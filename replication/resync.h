@@ -48,11 +48,18 @@ class RateMeter {
   double rate_ = 0;
 };
 
+// One end of a copy: the replica, the volume's id there and its server generation.
+struct CopyEnd {
+  ReplicaRpc* rpc;
+  uint64_t volume_id;
+  uint64_t generation;
+};
+
 // Copies [offset, offset + length) from `src` to `dst` at `epoch` in pieces of at most
 // `max_io_bytes`; an all-zero piece is sent as a discard. Adds the bytes moved to *copied.
-Status CopyRange(ReplicaRpc& src, uint64_t src_volume, ReplicaRpc& dst, uint64_t dst_volume,
-                 uint64_t epoch, uint64_t offset, uint64_t length, uint32_t max_io_bytes,
-                 uint32_t out_mask, uint64_t* copied);
+// A failure of the source is UNAVAILABLE, of the destination ABORTED.
+Status CopyRange(const CopyEnd& src, const CopyEnd& dst, uint64_t epoch, uint64_t offset,
+                 uint64_t length, uint32_t max_io_bytes, uint32_t out_mask, uint64_t* copied);
 
 // One resync of replica `p` of `volume`; the volume's resync_progress() shows it while it runs.
 class ResyncJob {
@@ -65,6 +72,8 @@ class ResyncJob {
   Status Prepare(bool* full);
   Status Copy(bool full);
   void Publish(const ResyncProgress& progress);
+  // The replica refused its server generation during the copy: rebuild it in full next time.
+  void DestinationLost();
 
   ReplicatedVolume* v_;
   size_t p_;

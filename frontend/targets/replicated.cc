@@ -218,7 +218,9 @@ class ReplicatedHandler final : public QueueHandler {
     // Reads: the replicas to try, in order, and the next one.
     uint8_t read_order[replication::kMaxReplicas] = {};
     uint64_t read_vids[replication::kMaxReplicas] = {};
+    uint64_t read_gens[replication::kMaxReplicas] = {};
     uint8_t read_n = 0, read_next = 0;
+    uint8_t read_gone = 0;  // replicas that refused the read's server generation as gone
     uint8_t header_len[replication::kMaxReplicas] = {};
     uint16_t sent_seq[replication::kMaxReplicas] = {};  // the request last sent to each replica
     char header[replication::kMaxReplicas][backend::kMaxIoRequestHeaderBytes];
@@ -304,7 +306,8 @@ class ReplicatedHandler final : public QueueHandler {
     s.since = Clock::now();
   }
 
-  void Encode(uint16_t tag, size_t p, v1::Opcode op, uint64_t volume_id, uint32_t out_mask) {
+  void Encode(uint16_t tag, size_t p, v1::Opcode op, uint64_t volume_id, uint64_t generation,
+              uint32_t out_mask) {
     Slot& s = slots_[tag];
     backend::IoRequestHeader h;
     h.tag = tag | (static_cast<uint32_t>(s.seq) << 16);
@@ -315,6 +318,7 @@ class ReplicatedHandler final : public QueueHandler {
     h.offset = op == v1::OP_FLUSH ? 0 : s.req.offset;
     h.length = op == v1::OP_FLUSH ? 0 : s.req.length;
     h.out_mask = out_mask;
+    h.server_generation = generation;
     s.header_len[p] = static_cast<uint8_t>(backend::EncodeIoRequestHeader(h, s.header[p]));
     pending_[p].push_back(tag);
   }
@@ -348,14 +352,16 @@ class ReplicatedHandler final : public QueueHandler {
     const uint32_t targets = s.ticket.targets();
     if (targets == 0) {
       // No replica to send to: cannot happen while the healthy set is a committed majority.
-      const Status none = Status::Internal("no healthy replica to send to");
-      vol_->EndFanOut(s.ticket, none);
+      const Status none =
+          vol_->EndFanOut(s.ticket, Status::Internal("no healthy replica to send to"));
       target_->ReportFailure(OpName(s.req.op), s.req.offset, none);
       return Finish(tag, -EIO);
     }
     Arm(s, targets);
     for (size_t p = 0; p < n_; ++p) {
-      if (targets & (1u << p)) Encode(tag, p, wire, s.ticket.volume_ids[p], s.ticket.out_mask);
+      if (targets & (1u << p)) {
+        Encode(tag, p, wire, s.ticket.volume_ids[p], s.ticket.generations[p], s.ticket.out_mask);
+      }
     }
     MaybeArmTimer();
   }
@@ -364,7 +370,8 @@ class ReplicatedHandler final : public QueueHandler {
     Slot& s = slots_[tag];
     size_t trusted = 0;
     Status failed;
-    s.read_n = static_cast<uint8_t>(vol_->ReadSources(s.read_order, s.read_vids, &trusted, &failed));
+    s.read_n = static_cast<uint8_t>(
+        vol_->ReadSources(s.read_order, s.read_vids, s.read_gens, &trusted, &failed));
     if (s.read_n == 0) {
       target_->ReportFailure("read", s.req.offset,
                              failed.ok() ? Status::Unavailable("read: no healthy replica") : failed);
@@ -375,7 +382,9 @@ class ReplicatedHandler final : public QueueHandler {
     const size_t start = read_rotor_++ % spread;
     std::rotate(s.read_order, s.read_order + start, s.read_order + spread);
     std::rotate(s.read_vids, s.read_vids + start, s.read_vids + spread);
+    std::rotate(s.read_gens, s.read_gens + start, s.read_gens + spread);
     s.read_next = 0;
+    s.read_gone = 0;
     SendRead(tag);
   }
 
@@ -385,14 +394,16 @@ class ReplicatedHandler final : public QueueHandler {
     Arm(s, 1u << p);
     s.read_wire_tag.store(tag | (static_cast<uint32_t>(s.seq) << 16), std::memory_order_relaxed);
     s.read_len.store(s.req.length, std::memory_order_release);
-    Encode(tag, p, v1::OP_READ, s.read_vids[s.read_next], 0);
+    Encode(tag, p, v1::OP_READ, s.read_vids[s.read_next], s.read_gens[s.read_next], 0);
     MaybeArmTimer();
   }
 
-  Status ReplicaStatus(const Slot& s, size_t p) const {
+  // Replica p's answer to the request in `s`, which carried `volume_id` and `generation`.
+  Status ReplicaStatus(const Slot& s, size_t p, uint64_t volume_id, uint64_t generation) const {
     const int code = s.code[p].load(std::memory_order_relaxed);
-    const std::string where = "replica " + std::to_string(p) + " (" + vol_->replica_target(p) +
-                              ", volume " + std::to_string(s.ticket.volume_ids[p]) + ")";
+    const std::string where = "volume '" + vol_->name() + "' replica " + std::to_string(p) + " (" +
+                              vol_->replica_target(p) + ", volume " + std::to_string(volume_id) +
+                              ")";
     if (code == kFencedCode) {
       // The wording IsFenced recognizes, as the server's own message.
       return Status::FailedPrecondition(
@@ -405,6 +416,10 @@ class ReplicatedHandler final : public QueueHandler {
         return Status::DeadlineExceeded(where + ": no answer on its stream within " +
                                         std::to_string(vol_->rpc_timeout().count()) + " ms");
       case grpc::StatusCode::FAILED_PRECONDITION: return Status::FailedPrecondition(m);
+      case grpc::StatusCode::ABORTED:
+        // The only ABORTED a data request gets (the wording IsGenerationGone recognizes).
+        return Status::Aborted(where + ": server generation " + std::to_string(generation) +
+                               " is gone: it restarted after an unclean stop");
       case grpc::StatusCode::INVALID_ARGUMENT: return Status::InvalidArgument(m);
       case grpc::StatusCode::OUT_OF_RANGE: return Status::OutOfRange(m);
       default: return Status::Unavailable(m);
@@ -418,19 +433,34 @@ class ReplicatedHandler final : public QueueHandler {
       s.read_len.store(0, std::memory_order_relaxed);
       if (failed == 0) return Finish(tag, static_cast<int>(s.req.length));
       const size_t p = s.read_order[s.read_next];
-      const Status st = ReplicaStatus(s, p);
+      const uint64_t gen = s.read_gens[s.read_next];
+      const Status st = ReplicaStatus(s, p, s.read_vids[s.read_next], gen);
       if (s.code[p].load(std::memory_order_relaxed) == kFencedCode) {
         vol_->ReportFenced(st);
         target_->ReportFailure("read", s.req.offset, st);
         return Finish(tag, -EIO);
       }
+      if (replication::IsGenerationGone(st)) {
+        s.read_gone |= static_cast<uint8_t>(1u << p);
+        if (gone_reported_[p] != gen) {
+          // Marking it out takes RPCs: off the queue thread; the read goes to the next replica.
+          gone_reported_[p] = gen;
+          RunSlow([vol = vol_, p, gen, st] { vol->ReportGenerationGone(p, gen, st); });
+        }
+      }
       if (++s.read_next < s.read_n) return SendRead(tag);
+      if (s.read_gone) return GoSlowRead(tag);
       target_->ReportFailure("read", s.req.offset,
                              Status::Unavailable("every healthy replica failed; last: " + st.ToString()));
       return Finish(tag, -EIO);
     }
     if (failed == 0) {
-      vol_->EndFanOut(s.ticket, Status::Ok());
+      const Status end = vol_->EndFanOut(s.ticket, Status::Ok());
+      if (!end.ok()) {
+        // A flush that would vouch for writes every healthy replica may have lost.
+        target_->ReportFailure(OpName(s.req.op), s.req.offset, end);
+        return Finish(tag, -EIO);
+      }
       if (s.ticket.op == replication::FanOutOp::kFlush && !s.ticket.flush_candidates.empty()) {
         // Clearing the unstable set takes RPCs: off the queue thread, after the completion.
         RunSlow([vol = vol_, t = s.ticket] { vol->ClearAfterFlush(t); });
@@ -450,18 +480,42 @@ class ReplicatedHandler final : public QueueHandler {
       Slot& s = slots_[tag];
       Status results[replication::kMaxReplicas];
       for (size_t p = 0; p < n_; ++p) {
-        if (failed & (1u << p)) results[p] = ReplicaStatus(s, p);
+        if (failed & (1u << p))
+          results[p] = ReplicaStatus(s, p, s.ticket.volume_ids[p], s.ticket.generations[p]);
       }
       const std::string_view data =
           s.req.op == UBLK_IO_OP_WRITE
               ? std::string_view(reinterpret_cast<const char*>(s.req.buf), s.req.length)
               : std::string_view();
-      const Status r = vol_->ResolveFanOut(s.ticket, data, results);
-      vol_->EndFanOut(s.ticket, r);
+      const Status r = vol_->EndFanOut(s.ticket, vol_->ResolveFanOut(s.ticket, data, results));
       if (r.ok() && s.ticket.op == replication::FanOutOp::kFlush) vol_->ClearAfterFlush(s.ticket);
       if (!r.ok()) target_->ReportFailure(OpName(s.req.op), s.req.offset, r);
       s.slow_result = !r.ok() ? -EIO
                               : (s.req.op == UBLK_IO_OP_WRITE ? static_cast<int>(s.req.length) : 0);
+      ctx_->CompleteAsync(kSlowDone, tag);
+    });
+  }
+
+  // Every replica a read tried failed, some because they restarted after a crash: once the
+  // library re-opened or marked them out, the read is retried on its unary path.
+  void GoSlowRead(uint16_t tag) {
+    Slot& s = slots_[tag];
+    s.state = State::kSlow;
+    RunSlow([this, tag] {
+      Slot& s = slots_[tag];
+      for (size_t k = 0; k < s.read_n; ++k) {
+        const size_t p = s.read_order[k];
+        if (s.read_gone & (1u << p))
+          vol_->ReportGenerationGone(p, s.read_gens[k],
+                                     ReplicaStatus(s, p, s.read_vids[k], s.read_gens[k]));
+      }
+      std::string data;
+      Status r = vol_->Read(s.req.offset, s.req.length, &data);
+      if (r.ok() && data.size() != s.req.length)
+        r = Status::Internal("read returned " + std::to_string(data.size()) + " bytes");
+      if (r.ok()) std::memcpy(s.req.buf, data.data(), data.size());
+      if (!r.ok()) target_->ReportFailure("read", s.req.offset, r);
+      s.slow_result = r.ok() ? static_cast<int>(s.req.length) : -EIO;
       ctx_->CompleteAsync(kSlowDone, tag);
     });
   }
@@ -551,6 +605,7 @@ class ReplicatedHandler final : public QueueHandler {
   Sink sinks_[replication::kMaxReplicas];
   uint32_t gen_[replication::kMaxReplicas] = {};
   bool up_[replication::kMaxReplicas] = {};
+  uint64_t gone_reported_[replication::kMaxReplicas] = {};  // generation a read last reported gone
   std::vector<uint16_t> pending_[replication::kMaxReplicas];  // tags to send, per replica
   std::vector<uint16_t> busy_;  // tags waiting for a region a resync copy holds
   uint32_t read_rotor_ = 0;
