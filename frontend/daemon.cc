@@ -45,6 +45,19 @@ void Notify(int fd, const std::string& line) {
   (void)r;
 }
 
+// Best effort: a device with the kernel's default scheduler still works, only slower.
+void ApplyIoScheduler(int dev_id, const std::string& name) {
+  if (name == "keep") return;
+  const std::string path = "/sys/block/ublkb" + std::to_string(dev_id) + "/queue/scheduler";
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, name.data(), name.size()) != static_cast<ssize_t>(name.size())) {
+    spdlog::warn("device {}: I/O scheduler {}: {}: {}", dev_id, name, path, std::strerror(errno));
+  } else {
+    spdlog::info("device {}: I/O scheduler {}", dev_id, name);
+  }
+  if (fd >= 0) close(fd);
+}
+
 void RedirectLogs(int dev_id) {
   mkdir(StateDir().c_str(), 0755);
   std::string path = StateDir() + "/" + std::to_string(dev_id) + ".log";
@@ -130,6 +143,7 @@ class Daemon {
     if (!s.ok()) return Fail(s);
     s = ctrl_->StartDevice(state_.dev_id, getpid());
     if (!s.ok()) return Fail(s);
+    ApplyIoScheduler(state_.dev_id, cfg.io_scheduler);
     state_.daemon_pid = getpid();
     state_.epoch = target_->epoch();
     state_.volume_id = target_->volume_id();

@@ -68,6 +68,10 @@ Status DeviceConfig::Validate() const {
       (logical_block_size & (logical_block_size - 1)))
     return Status::InvalidArgument("block size " + std::to_string(logical_block_size) +
                                    " must be a power of two between 512 and 4096");
+  if (io_scheduler.empty() || io_scheduler.size() > 32 ||
+      io_scheduler.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
+    return Status::InvalidArgument("--io-scheduler '" + io_scheduler +
+                                   "': expected a scheduler name like none or mq-deadline, or keep");
   if (reissue && !recovery)
     return Status::InvalidArgument("--reissue needs --recovery");
   switch (target) {
@@ -116,6 +120,7 @@ nlohmann::json ToJson(const DeviceConfig& c) {
       {"recovery", c.recovery},
       {"reissue", c.reissue},
       {"need_get_data", c.need_get_data},
+      {"io_scheduler", c.io_scheduler},
   };
   switch (c.target) {
     case TargetType::kNull:
@@ -146,6 +151,7 @@ Status FromJson(const nlohmann::json& j, DeviceConfig* out) {
     c.recovery = j.at("recovery").get<bool>();
     c.reissue = j.at("reissue").get<bool>();
     c.need_get_data = j.at("need_get_data").get<bool>();
+    c.io_scheduler = j.value("io_scheduler", std::string("keep"));  // state files from before it existed
     switch (c.target) {
       case TargetType::kNull:
         c.null_size_bytes = j.at("null").at("size_bytes").get<uint64_t>();

@@ -25,6 +25,11 @@ struct DeviceConfig {
   bool recovery = false;
   bool reissue = false;
   bool need_get_data = false;
+  // The block layer's I/O scheduler for /dev/ublkbN, set once the disk exists. "none" by default,
+  // as for loop and virtio-blk: the daemon and the backend order and batch I/O themselves, and
+  // mq-deadline sends every unplugged request (all O_DIRECT reads) through a kblockd worker,
+  // halving read IOPS. "keep" leaves the kernel's (or a udev rule's) choice alone.
+  std::string io_scheduler = "none";
 
   // null
   uint64_t null_size_bytes = 250ull << 30;

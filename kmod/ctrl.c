@@ -301,7 +301,12 @@ static int unbd_ctrl_add(const struct ublksrv_ctrl_cmd *hdr)
 	dev->tag_set.nr_hw_queues = info.nr_hw_queues;
 	dev->tag_set.queue_depth = info.queue_depth;
 	dev->tag_set.numa_node = NUMA_NO_NODE;
-	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	/*
+	 * No I/O scheduler by default, as loop and virtio-blk: the server
+	 * orders and batches itself, and with one hardware queue mq-deadline
+	 * would run every unplugged request (O_DIRECT reads) from kblockd.
+	 */
+	dev->tag_set.flags = BLK_MQ_F_SHOULD_MERGE | BLK_MQ_F_NO_SCHED_BY_DEFAULT;
 	dev->tag_set.driver_data = dev;
 	ret = blk_mq_alloc_tag_set(&dev->tag_set);
 	if (ret)

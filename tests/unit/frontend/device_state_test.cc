@@ -58,6 +58,7 @@ TEST_F(StateDirTest, RoundTripKeepsEveryField) {
   EXPECT_EQ(back.config.volume, "db-1");
   EXPECT_EQ(back.config.retry_deadline_ms, 1234u);
   EXPECT_TRUE(back.config.reissue);
+  EXPECT_EQ(back.config.io_scheduler, "none");
   EXPECT_EQ(ListDeviceStates(), std::vector<int>{7});
   ASSERT_TRUE(RemoveDeviceState(7).ok());
   EXPECT_EQ(LoadDeviceState(7, &back).code(), Status::Code::kNotFound);
@@ -114,6 +115,11 @@ TEST(DeviceConfigTest, ValidationNamesTheOption) {
   c = DeviceConfig();
   c.max_io_bytes = 5000;
   EXPECT_FALSE(c.Validate().ok());
+  c = DeviceConfig();
+  c.io_scheduler = "../../etc";
+  EXPECT_NE(c.Validate().message().find("--io-scheduler"), std::string::npos);
+  c.io_scheduler = "mq-deadline";
+  EXPECT_TRUE(c.Validate().ok());
   TargetType t;
   EXPECT_NE(ParseTargetType("nbd", &t).message().find("unknown target type 'nbd'"), std::string::npos);
 }
