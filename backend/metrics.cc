@@ -1,9 +1,9 @@
 #include "backend/metrics.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <mutex>
-
-#include <fmt/format.h>
 
 namespace unbd::backend {
 namespace {
@@ -17,6 +17,20 @@ const char* OpName(int op) {
     case v1::OP_WRITE_ZEROES: return "write_zeroes";
     default: return "unknown";
   }
+}
+
+// Label values are addresses and volume names: escape what the text format needs escaped.
+std::string Escaped(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
 }
 
 }  // namespace
@@ -109,6 +123,85 @@ std::string Metrics::RenderPrometheus() const {
          "writes are refused until unbd-server restarts\n";
   out += "# TYPE unbd_store_write_failed gauge\n";
   out += fmt::format("unbd_store_write_failed {}\n", store_write_failed.load() ? 1 : 0);
+  return out;
+}
+
+std::string Metrics::RenderReplicaSets(const std::vector<ReplicaSetView>& views) {
+  static constexpr std::pair<v1::ReplicaState, const char*> kStates[] = {
+      {v1::REPLICA_HEALTHY, "healthy"},
+      {v1::REPLICA_OUT, "out"},
+      {v1::REPLICA_REBUILDING, "rebuilding"}};
+  std::string state, done, total, remaining, rate, eta, dirty;
+  for (const auto& v : views) {
+    const std::string vol = fmt::format("volume=\"{}\",name=\"{}\"", v.volume_id, Escaped(v.name));
+    for (int i = 0; i < v.meta.replicas_size(); ++i) {
+      const v1::ReplicaInfo& r = v.meta.replicas(i);
+      const std::string labels =
+          fmt::format("{},replica=\"{}\",address=\"{}\"", vol, i, Escaped(r.address()));
+      for (const auto& [st, st_name] : kStates) {
+        state += fmt::format("unbd_replica_state{{{},state=\"{}\"}} {}\n", labels, st_name,
+                             r.state() == st ? 1 : 0);
+      }
+      // Progress means something only while it rebuilds; after that the last run's totals stay
+      // in the metadata, and nothing remains.
+      const bool rebuilding = r.state() == v1::REPLICA_REBUILDING;
+      const uint64_t left = rebuilding && r.resync_total_bytes() > r.resync_done_bytes()
+                                ? r.resync_total_bytes() - r.resync_done_bytes()
+                                : 0;
+      const double bps = rebuilding ? r.resync_bytes_per_s() : 0;
+      done += fmt::format("unbd_resync_done_bytes{{{}}} {}\n", labels, r.resync_done_bytes());
+      total += fmt::format("unbd_resync_total_bytes{{{}}} {}\n", labels, r.resync_total_bytes());
+      remaining += fmt::format("unbd_resync_remaining_bytes{{{}}} {}\n", labels, left);
+      rate += fmt::format("unbd_resync_rate_bytes_per_second{{{}}} {:.0f}\n", labels, bps);
+      // Unknown (NaN) while bytes remain and no rate was measured yet.
+      if (left > 0 && bps <= 0) {
+        eta += fmt::format("unbd_resync_remaining_seconds{{{}}} NaN\n", labels);
+      } else {
+        eta += fmt::format("unbd_resync_remaining_seconds{{{}}} {:.1f}\n", labels,
+                           left == 0 ? 0.0 : static_cast<double>(left) / bps);
+      }
+    }
+    // Every set the metadata can name, so a set that empties reads 0 rather than vanishing.
+    for (int set = 0; set <= v.meta.replicas_size(); ++set) {
+      // No replica keeps a PeerSet for itself.
+      if (set > 0 && v.meta.replicas(set - 1).uuid() == v.replica_uuid) continue;
+      uint64_t n = 0;
+      for (const auto& [s, regions] : v.dirty_regions) {
+        if (s == static_cast<uint32_t>(set)) n = regions;
+      }
+      if (set == 0) {
+        dirty += fmt::format("unbd_dirty_regions{{{},set=\"unstable\"}} {}\n", vol, n);
+      } else {
+        dirty += fmt::format("unbd_dirty_regions{{{},set=\"peer\",replica=\"{}\"}} {}\n", vol,
+                             set - 1, n);
+      }
+    }
+  }
+  std::string out;
+  out +=
+      "# HELP unbd_replica_state State of each replica of a replicated volume held here, as "
+      "the metadata stored here says (1 for its state).\n";
+  out += "# TYPE unbd_replica_state gauge\n" + state;
+  out +=
+      "# HELP unbd_resync_done_bytes Bytes of the replica's dirty set copied by its resync "
+      "(checkpointed by the owner).\n";
+  out += "# TYPE unbd_resync_done_bytes gauge\n" + done;
+  out +=
+      "# HELP unbd_resync_total_bytes Bytes of the replica's dirty set (the volume for a full "
+      "rebuild) of its last or running resync.\n";
+  out += "# TYPE unbd_resync_total_bytes gauge\n" + total;
+  out += "# HELP unbd_resync_remaining_bytes Bytes its running resync still has to copy.\n";
+  out += "# TYPE unbd_resync_remaining_bytes gauge\n" + remaining;
+  out += "# HELP unbd_resync_rate_bytes_per_second Copy rate of its running resync.\n";
+  out += "# TYPE unbd_resync_rate_bytes_per_second gauge\n" + rate;
+  out +=
+      "# HELP unbd_resync_remaining_seconds Estimated time its running resync needs (NaN: no "
+      "rate yet).\n";
+  out += "# TYPE unbd_resync_remaining_seconds gauge\n" + eta;
+  out +=
+      "# HELP unbd_dirty_regions Regions in each dirty-region set of the volume here "
+      "(unstable, or peer: written while that replica was out).\n";
+  out += "# TYPE unbd_dirty_regions gauge\n" + dirty;
   return out;
 }
 

@@ -10,10 +10,23 @@
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "unbd/v1/io.pb.h"
 
 namespace unbd::backend {
+
+// One replicated volume as this server stores it: the replica metadata its owner committed here
+// (each replica's state and checkpointed resync progress) and the region count of every
+// non-empty dirty-region set (0 = unstable, p + 1 = PeerSet(p)).
+struct ReplicaSetView {
+  uint64_t volume_id = 0;
+  std::string name;
+  std::string replica_uuid;  // this server's copy
+  v1::ReplicaSetMeta meta;
+  std::vector<std::pair<uint32_t, uint64_t>> dirty_regions;  // (set, regions)
+};
 
 class Metrics {
  public:
@@ -48,6 +61,8 @@ class Metrics {
   std::atomic<bool> store_write_failed{false};  // ditto: the store refuses writes until restart
 
   std::string RenderPrometheus() const;
+  // The replication gauges (unbd_replica_state, unbd_resync_*, unbd_dirty_regions) of `views`.
+  static std::string RenderReplicaSets(const std::vector<ReplicaSetView>& views);
 
  private:
   mutable std::shared_mutex mu_;

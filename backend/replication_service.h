@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "backend/metrics.h"
 #include "backend/store.h"
 #include "unbd/v1/replication.grpc.pb.h"
 
@@ -23,6 +24,9 @@ class ReplicationService final : public v1::Replication::Service {
                                 v1::MarkDirtyRegionsResponse*) override;
   grpc::Status ClearDirtyRegions(grpc::ServerContext*, const v1::ClearDirtyRegionsRequest*,
                                  v1::ClearDirtyRegionsResponse*) override;
+
+  // Every replicated volume held here with its stored metadata and dirty-set counts (metrics).
+  std::vector<ReplicaSetView> ReplicaSets() const;
 
  private:
   Store* store_;

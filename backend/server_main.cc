@@ -137,18 +137,19 @@ int main(int argc, char** argv) {
   if (Status s = unbd::backend::Store::Open(opts, &store); !s.ok()) return fail(s);
 
   unbd::backend::Metrics metrics;
+  unbd::backend::ReplicationService replication(store.get());
   std::unique_ptr<unbd::backend::MetricsHttpServer> metrics_http;
   if (!metrics_listen.empty()) {
     metrics_http = std::make_unique<unbd::backend::MetricsHttpServer>([&] {
       metrics.wal_syncs = store->syncs_done();
       metrics.store_write_failed = store->write_failed();
-      return metrics.RenderPrometheus();
+      return metrics.RenderPrometheus() +
+             unbd::backend::Metrics::RenderReplicaSets(replication.ReplicaSets());
     });
     if (Status s = metrics_http->Start(metrics_listen); !s.ok()) return fail(s);
   }
 
   unbd::backend::VolumeService service(store.get(), &metrics);
-  unbd::backend::ReplicationService replication(store.get());
   if (!hold_writes_file.empty()) {
     spdlog::warn("test hook on: writes are held while {} names their epoch", hold_writes_file);
     service.SetTestHoldWritesFile(hold_writes_file);

@@ -2,11 +2,14 @@
 // kill -9 of one replica under continuous verified writes (no client error, out on a majority,
 // incremental resync bounded by the dirty set, byte-identical replicas), a wiped replica rebuilt
 // in full, two of three down (writes wait, then complete, nothing lost), an owner killed
-// mid-write (the next open reconciles), two owners racing (one wins, only its data).
+// mid-write (the next open reconciles), two owners racing (one wins, only its data); the
+// servers' replication metrics (replica state, resync progress, dirty sets) follow a rebuild.
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "tests/integration/replication/cluster.h"
@@ -44,6 +47,29 @@ class ResyncTest : public Cluster {
     }
   }
 };
+
+// The value of the one series of `metric` in a Prometheus text page whose labels include every
+// one of `labels` (e.g. `replica="2"`); NaN if there is none, and a test failure if several.
+double Gauge(const std::string& page, const std::string& metric,
+             const std::vector<std::string>& labels) {
+  std::istringstream in(page);
+  std::string line;
+  double value = NAN;
+  int found = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind(metric + "{", 0) != 0) continue;
+    const size_t close = line.find("} ");
+    if (close == std::string::npos) continue;
+    const std::string l = line.substr(0, close);
+    bool all = true;
+    for (const auto& want : labels) all &= l.find(want) != std::string::npos;
+    if (!all) continue;
+    ++found;
+    value = std::stod(line.substr(close + 2));
+  }
+  EXPECT_LE(found, 1) << metric << ": several series match";
+  return value;
+}
 
 // Writers on disjoint block ranges that verify a random earlier block of their own after every
 // write; `model` is every acknowledged write.
@@ -229,6 +255,39 @@ TEST_F(ResyncTest, BackgroundRebuildShowsProgressAndEtaWhileWritesGoOn) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   ASSERT_TRUE(mid.active) << "no rebuild started";
+  // The same progress on server 0's metrics endpoint, from the metadata stored there; it moves.
+  const std::vector<std::string> r2 = {"name=\"rvol\"", "replica=\"2\"",
+                                       "address=\"" + targets_[2] + "\""};
+  auto with = [&](std::vector<std::string> l, const std::string& more) {
+    l.push_back(more);
+    return l;
+  };
+  std::string page = unbd::testing::HttpGet(servers_[0]->metrics_port());
+  EXPECT_EQ(Gauge(page, "unbd_replica_state", with(r2, "state=\"rebuilding\"")), 1);
+  EXPECT_EQ(Gauge(page, "unbd_replica_state", with(r2, "state=\"healthy\"")), 0);
+  EXPECT_EQ(
+      Gauge(page, "unbd_replica_state", {"replica=\"0\"", "name=\"rvol\"", "state=\"healthy\""}),
+      1);
+  const double total1 = Gauge(page, "unbd_resync_total_bytes", r2);
+  const double done1 = Gauge(page, "unbd_resync_done_bytes", r2);
+  const double left1 = Gauge(page, "unbd_resync_remaining_bytes", r2);
+  EXPECT_EQ(total1, static_cast<double>(kVolumeBytes));
+  EXPECT_GT(done1, 0);
+  EXPECT_EQ(left1, total1 - done1);
+  EXPECT_GT(Gauge(page, "unbd_resync_rate_bytes_per_second", r2), 0);
+  EXPECT_GT(Gauge(page, "unbd_resync_remaining_seconds", r2), 0);
+  EXPECT_FALSE(
+      std::isnan(Gauge(page, "unbd_dirty_regions", {"name=\"rvol\"", "set=\"unstable\""})));
+  double done2 = done1, left2 = left1;
+  for (int i = 0; i < 100 && done2 == done1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    page = unbd::testing::HttpGet(servers_[0]->metrics_port());
+    done2 = Gauge(page, "unbd_resync_done_bytes", r2);
+    left2 = Gauge(page, "unbd_resync_remaining_bytes", r2);
+  }
+  EXPECT_GT(done2, done1) << "the resync progress metric did not move";
+  EXPECT_LT(left2, left1);
+  std::printf("metrics mid-rebuild: done %.0f then %.0f of %.0f bytes\n", done1, done2, total1);
   EXPECT_TRUE(mid.full);
   EXPECT_EQ(mid.total_bytes, kVolumeBytes);
   EXPECT_LT(mid.done_bytes, mid.total_bytes);
@@ -251,6 +310,22 @@ TEST_F(ResyncTest, BackgroundRebuildShowsProgressAndEtaWhileWritesGoOn) {
   EXPECT_GT(writers.ops(), 0u);
   ASSERT_TRUE(vol->Flush().ok());
   ExpectAllEqual(writers.model());
+  // Healthy again on every server's endpoint; nothing remains, nothing is dirty for it.
+  for (int i = 0; i < 3; ++i) {
+    page = unbd::testing::HttpGet(servers_[i]->metrics_port());
+    EXPECT_EQ(Gauge(page, "unbd_replica_state", with(r2, "state=\"healthy\"")), 1) << i;
+    EXPECT_EQ(Gauge(page, "unbd_replica_state", with(r2, "state=\"rebuilding\"")), 0) << i;
+    EXPECT_EQ(Gauge(page, "unbd_resync_remaining_bytes", r2), 0) << i;
+    EXPECT_EQ(Gauge(page, "unbd_resync_remaining_seconds", r2), 0) << i;
+    EXPECT_EQ(Gauge(page, "unbd_resync_done_bytes", r2), static_cast<double>(kVolumeBytes)) << i;
+    const double peer2 =
+        Gauge(page, "unbd_dirty_regions", {"name=\"rvol\"", "set=\"peer\"", "replica=\"2\""});
+    if (i < 2) {
+      EXPECT_EQ(peer2, 0) << i;
+    } else {
+      EXPECT_TRUE(std::isnan(peer2)) << "replica 2 keeps no PeerSet for itself";
+    }
+  }
 }
 
 TEST_F(ResyncTest, TwoOfThreeDownWritesWaitThenCompleteNothingLost) {
