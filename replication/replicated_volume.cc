@@ -265,6 +265,8 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy,
       results[k] = r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSetIndex, {}, true);
   });
   for (size_t k = 0; k < healthy.size(); ++k) {
+    // A racing opener won meanwhile: fenced, not a replica failure.
+    if (IsFenced(results[k])) return results[k];
     if (!results[k].ok()) {
       return Status::Unavailable("reconcile: flush/clear on " +
                                  replicas_[healthy[k]]->rpc->target() + ": " +
@@ -460,7 +462,9 @@ void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_
 
 std::vector<uint64_t> ReplicatedVolume::OwnerUnstable() const {
   std::set<uint64_t> u(pinned_unstable_.begin(), pinned_unstable_.end());
-  for (const auto& [r, seq] : region_last_write_) u.insert(r);
+  for (const auto& [r, seq] : region_last_write_) {
+    if (!region_flushed_.count(r)) u.insert(r);
+  }
   return std::vector<uint64_t>(u.begin(), u.end());
 }
 
@@ -587,6 +591,7 @@ FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t
       for (uint64_t r = t->first_region; r <= t->last_region; ++r) {
         region_last_write_[r] = t->seq;
         region_inflight_[r]++;
+        region_flushed_.erase(r);
       }
     } else {
       for (const auto& [r, s] : region_last_write_) {
@@ -726,7 +731,15 @@ Status ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) 
   const bool is_write = t.op != FanOutOp::kFlush;
   if (!is_write) {
     std::lock_guard lock(mu_);
-    if (!result.ok() || !unreported_loss_) return result;
+    if (!result.ok()) return result;
+    if (!unreported_loss_) {
+      // Durable on every healthy replica now, whether or not their unstable sets get cleared.
+      for (uint64_t r : t.flush_candidates) {
+        auto it = region_last_write_.find(r);
+        if (it != region_last_write_.end() && it->second < t.seq) region_flushed_.insert(r);
+      }
+      return result;
+    }
     unreported_loss_ = false;
     return Status::IoError("volume \"" + name_ + "\" epoch " + std::to_string(epoch_) +
                            ": flush: every healthy replica restarted after a crash since the last "
@@ -838,7 +851,10 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
       std::lock_guard lock(mu_);
       for (uint64_t r : clear) {
         auto it = region_last_write_.find(r);
-        if (it != region_last_write_.end() && it->second < flush_seq) region_last_write_.erase(it);
+        if (it != region_last_write_.end() && it->second < flush_seq) {
+          region_last_write_.erase(it);
+          region_flushed_.erase(r);
+        }
       }
     }
   }

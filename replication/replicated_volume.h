@@ -241,6 +241,9 @@ class ReplicatedVolume {
   std::set<uint64_t> inflight_;                      // sequence numbers of running writes
   std::map<uint64_t, uint64_t> region_last_write_;   // region -> seq of the last write started
   std::map<uint64_t, int> region_inflight_;          // region -> running writes
+  // Regions of region_last_write_ whose last write a FLUSH completed on every healthy replica
+  // covered; they stay there until the replicas' unstable sets are cleared.
+  std::set<uint64_t> region_flushed_;
   // Regions that stay unstable until the next open reconciles them: written by a write that
   // failed (it may have landed on some replicas only), or unstable while a healthy replica failed
   // without being marked out (a replica that crashed and came back lost its unsynced writes).
