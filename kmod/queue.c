@@ -13,6 +13,7 @@
  */
 #include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/io_uring_types.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/nospec.h>
@@ -263,6 +264,55 @@ static void unbd_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	io_uring_cmd_done(cmd, res, 0, issue_flags);
 }
 
+/*
+ * A request whose dispatch copies nothing (reads, flushes, discards, and
+ * writes when the server asked for NEED_GET_DATA) can be handed to the server
+ * right here: the FETCH completion needs no access to the server's memory, so
+ * it need not run in the server's context. That saves the task work, and
+ * with it an interrupt of the server's CPU, per request. Rings that defer
+ * their completions to the submitter (IORING_SETUP_DEFER_TASKRUN) must still
+ * be completed from task work.
+ */
+static bool unbd_dispatch_inline_ok(struct unbd_dev *dev, struct request *rq,
+				    struct io_uring_cmd *cmd)
+{
+	if (req_op(rq) == REQ_OP_WRITE && !unbd_need_get_data(dev))
+		return false;
+	return !(cmd_to_io_kiocb(cmd)->ctx->flags & IORING_SETUP_DEFER_TASKRUN);
+}
+
+static blk_status_t unbd_dispatch_inline(struct unbd_queue *q,
+					 struct unbd_tag *t,
+					 struct io_uring_cmd *cmd,
+					 struct request *rq)
+{
+	struct unbd_dev *dev = q->dev;
+	int res = req_op(rq) == REQ_OP_WRITE ? UBLK_IO_RES_NEED_GET_DATA :
+					       UBLK_IO_RES_OK;
+	unsigned long flags;
+
+	spin_lock_irqsave(&q->lock, flags);
+	/* As the task work: an exiting server never sees the request. */
+	if (unlikely(q->dead || unbd_task_exiting(q->daemon))) {
+		t->rq = NULL;
+		t->cmd = NULL;
+		t->state = TAG_UNFETCHED;
+		spin_unlock_irqrestore(&q->lock, flags);
+		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, 0);
+		unbd_monitor_kick(dev, 0);
+		/* Started, but blk-mq takes it back on BLK_STS_RESOURCE. */
+		if (unbd_recovery(dev) && !READ_ONCE(dev->stopping))
+			return BLK_STS_RESOURCE;
+		return BLK_STS_IOERR;
+	}
+	t->state = res == UBLK_IO_RES_OK ? TAG_AT_SERVER : TAG_NEED_DATA;
+	t->cmd = NULL;
+	spin_unlock_irqrestore(&q->lock, flags);
+
+	io_uring_cmd_done(cmd, res, 0, 0);
+	return BLK_STS_OK;
+}
+
 static blk_status_t unbd_queue_rq(struct blk_mq_hw_ctx *hctx,
 				  const struct blk_mq_queue_data *bd)
 {
@@ -293,6 +343,8 @@ static blk_status_t unbd_queue_rq(struct blk_mq_hw_ctx *hctx,
 
 	unbd_fill_desc(&q->descs[rq->tag], rq, buf);
 	blk_mq_start_request(rq);
+	if (unbd_dispatch_inline_ok(dev, rq, cmd))
+		return unbd_dispatch_inline(q, t, cmd, rq);
 	io_uring_cmd_complete_in_task(cmd, unbd_dispatch_tw);
 	return BLK_STS_OK;
 }
