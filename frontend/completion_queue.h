@@ -65,6 +65,9 @@ class CompletionQueue {
     return true;
   }
 
+  // Any thread: whether a push is waiting to be drained (a polling consumer's cheap check).
+  bool HasPending() const { return pending_.load(std::memory_order_acquire) > 0; }
+
   // Queue thread only: calls fn(Completion) for everything pushed so far. Keeps draining until no
   // producer can have skipped the eventfd write on our behalf.
   template <typename Fn>

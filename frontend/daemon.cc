@@ -240,7 +240,8 @@ class Daemon {
     for (int q = 0; q < info.nr_hw_queues; ++q) {
       cpu_set_t cpus;
       bool have = ctrl_->GetQueueAffinity(static_cast<int>(info.dev_id), q, &cpus).ok();
-      queues_.push_back(std::make_unique<Queue>(q, info, target_.get(), have ? &cpus : nullptr));
+      queues_.push_back(
+          std::make_unique<Queue>(q, info, target_.get(), have ? &cpus : nullptr, state_.config.poll_us));
       ready.push_back(queues_.back()->Prepare());
     }
     return FirstError(ready);

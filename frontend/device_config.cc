@@ -72,6 +72,8 @@ Status DeviceConfig::Validate() const {
       io_scheduler.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
     return Status::InvalidArgument("--io-scheduler '" + io_scheduler +
                                    "': expected a scheduler name like none or mq-deadline, or keep");
+  if (poll_us > 10000)
+    return Status::InvalidArgument("--poll-us " + std::to_string(poll_us) + ": must be 0..10000");
   if (reissue && !recovery)
     return Status::InvalidArgument("--reissue needs --recovery");
   switch (target) {
@@ -121,6 +123,7 @@ nlohmann::json ToJson(const DeviceConfig& c) {
       {"reissue", c.reissue},
       {"need_get_data", c.need_get_data},
       {"io_scheduler", c.io_scheduler},
+      {"poll_us", c.poll_us},
   };
   switch (c.target) {
     case TargetType::kNull:
@@ -151,7 +154,9 @@ Status FromJson(const nlohmann::json& j, DeviceConfig* out) {
     c.recovery = j.at("recovery").get<bool>();
     c.reissue = j.at("reissue").get<bool>();
     c.need_get_data = j.at("need_get_data").get<bool>();
-    c.io_scheduler = j.value("io_scheduler", std::string("keep"));  // state files from before it existed
+    // State files written before these options existed.
+    c.io_scheduler = j.value("io_scheduler", std::string("keep"));
+    c.poll_us = j.value("poll_us", 0u);
     switch (c.target) {
       case TargetType::kNull:
         c.null_size_bytes = j.at("null").at("size_bytes").get<uint64_t>();

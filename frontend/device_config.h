@@ -30,6 +30,10 @@ struct DeviceConfig {
   // mq-deadline sends every unplugged request (all O_DIRECT reads) through a kblockd worker,
   // halving read IOPS. "keep" leaves the kernel's (or a udev rule's) choice alone.
   std::string io_scheduler = "none";
+  // After a queue round that did work, spin up to this long (microseconds, adaptive: see
+  // Queue::PollForEvent) for the next event before sleeping: a sleeping queue thread costs a
+  // wakeup per request, most of QD1 latency. 0: never.
+  uint32_t poll_us = 200;
 
   // null
   uint64_t null_size_bytes = 250ull << 30;

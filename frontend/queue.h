@@ -30,12 +30,17 @@ struct QueueStats {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> need_get_data{0};
+  std::atomic<uint64_t> polled{0};  // rounds whose next event was found by spinning, not sleeping
   std::atomic<uint64_t> double_commits{0};  // must stay 0: a bug if not
 };
 
 class Queue final : public QueueContext {
  public:
-  Queue(int queue_id, const ublksrv_ctrl_dev_info& info, Target* target, const cpu_set_t* affinity);
+  // `poll_us`: after a round that did work, spin for the next event before sleeping in
+  // io_uring_enter, for at most this long (0: never spin). The window adapts to how long the next
+  // event has recently taken to come (see PollForEvent).
+  Queue(int queue_id, const ublksrv_ctrl_dev_info& info, Target* target, const cpu_set_t* affinity,
+        uint32_t poll_us = 0);
   ~Queue() override;
 
   // Starts the thread; the future resolves once the ring, buffers and handler are ready.
@@ -67,6 +72,8 @@ class Queue final : public QueueContext {
   void Dispatch(uint16_t tag, uint8_t* buf);
   void PostIoCmd(uint32_t op, uint16_t tag, int32_t result, uint8_t* addr);
   void ArmEventfd();
+  bool PollForEvent();
+  void CalibratePolling();
 
   const int q_;
   const ublksrv_ctrl_dev_info info_;
@@ -86,6 +93,10 @@ class Queue final : public QueueContext {
   uint64_t efd_value_ = 0;
   uint32_t dead_ = 0;
   bool need_get_data_ = false;
+  const uint32_t poll_us_;
+  uint64_t poll_max_spins_ = 0;  // spin iterations that take about poll_us_ (calibrated at Setup)
+  uint64_t poll_window_ = 0;     // the current window, poll_max_spins_ / 16 .. poll_max_spins_
+  uint64_t poll_rounds_ = 0;
 
   QueueStats stats_;
   std::promise<Device*> device_promise_;

@@ -59,6 +59,7 @@ TEST_F(StateDirTest, RoundTripKeepsEveryField) {
   EXPECT_EQ(back.config.retry_deadline_ms, 1234u);
   EXPECT_TRUE(back.config.reissue);
   EXPECT_EQ(back.config.io_scheduler, "none");
+  EXPECT_EQ(back.config.poll_us, 200u);
   EXPECT_EQ(ListDeviceStates(), std::vector<int>{7});
   ASSERT_TRUE(RemoveDeviceState(7).ok());
   EXPECT_EQ(LoadDeviceState(7, &back).code(), Status::Code::kNotFound);
@@ -120,6 +121,8 @@ TEST(DeviceConfigTest, ValidationNamesTheOption) {
   EXPECT_NE(c.Validate().message().find("--io-scheduler"), std::string::npos);
   c.io_scheduler = "mq-deadline";
   EXPECT_TRUE(c.Validate().ok());
+  c.poll_us = 20000;
+  EXPECT_NE(c.Validate().message().find("--poll-us"), std::string::npos);
   TargetType t;
   EXPECT_NE(ParseTargetType("nbd", &t).message().find("unknown target type 'nbd'"), std::string::npos);
 }
