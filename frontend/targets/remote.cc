@@ -47,6 +47,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
         write_slot_(depth_, -1), read_dest_(new std::atomic<uint8_t*>[depth_]),
         read_len_(new std::atomic<uint32_t>[depth_]), read_wire_tag_(new std::atomic<uint32_t>[depth_]),
         batch_(2 * depth_) {
+    batch_left_.assign(depth_ + 1u, 0);
     for (size_t i = 0; i < depth_; ++i) {
       read_dest_[i].store(nullptr, std::memory_order_relaxed);
       read_len_[i].store(0, std::memory_order_relaxed);
@@ -131,11 +132,18 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
       pending_.clear();  // everything active is re-sent on reconnect
       return;
     }
+    // The server works a stream's batches one after another, answering each before it reads the
+    // next. Sending a new batch every round would queue many small ones behind it; holding the
+    // round's requests until the server is at most one batch behind lets them ride together.
+    // An answer always comes (or the stream ends and Connect() starts over), so nothing waits
+    // longer than the batch ahead of it.
+    if (batches_in_flight_ >= kMaxBatchesInFlight) return;
     uint32_t count = 0;
     uint64_t bytes = 0;
     for (uint16_t tag : pending_) {
       const Slot& s = slots_[tag];
-      if (!s.active) continue;
+      // Finished already, or out and unanswered (a tag queued twice while it was held).
+      if (!s.active || s.batch != 0) continue;
       uint32_t data = (s.req.op == UBLK_IO_OP_READ || s.req.op == UBLK_IO_OP_WRITE) ? s.req.length : 0;
       if (count > 0 && (count >= target_->max_batch_requests_ || bytes + data > target_->max_batch_bytes_)) {
         SendBatch();
@@ -169,6 +177,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
       return;
     }
     Slot& s = slots_[tag];
+    Answered(s);
     if (result == 0) {
       if (in_outage_) spdlog::info("queue {}: backend {} answers again", ctx_->queue_id(), target_->config_.server);
       in_outage_ = false;
@@ -278,10 +287,20 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     backend::IoRequestHeader fields;  // what `header` encodes
     uint8_t header_len = 0;
     char header[backend::kMaxIoRequestHeaderBytes];
+    uint32_t batch = 0;  // the unanswered batch this request went out in (0: none)
   };
+
+  // The server has answered `s` (or it is finished): one request fewer awaited in its batch.
+  void Answered(Slot& s) {
+    if (s.batch == 0) return;
+    if (--batch_left_[s.batch % batch_left_.size()] == 0) --batches_in_flight_;
+    s.batch = 0;
+  }
 
   void AppendRequest(uint16_t tag) {
     Slot& s = slots_[tag];
+    s.batch = next_batch_;
+    ++batch_requests_;
     // The header bytes stay untouched until the tag's completion, so gRPC may reference them.
     batch_.AddHeader(s.header, s.header_len);
     if (s.req.op != UBLK_IO_OP_WRITE || s.req.length == 0) return;
@@ -299,6 +318,10 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
 
   void SendBatch() {
     if (batch_.empty()) return;
+    batch_left_[next_batch_ % batch_left_.size()] = batch_requests_;
+    ++batches_in_flight_;
+    batch_requests_ = 0;
+    if (++next_batch_ == 0) next_batch_ = 1;
     uint64_t checked = 0, copied = 0;
     grpc::ByteBuffer batch = batch_.Take(target_->verify_zero_copy_, &checked, &copied);
     if (checked) stats_->payload_checked.fetch_add(checked, std::memory_order_relaxed);
@@ -308,6 +331,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
 
   void Finish(uint16_t tag, int result) {
     Slot& s = slots_[tag];
+    Answered(s);
     if (s.pool_slot >= 0) {
       pool_.Unref(s.pool_slot);  // the request's reference
       s.pool_slot = -1;
@@ -321,6 +345,9 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     if (generation_ > 0) stats_->reconnects.fetch_add(1, std::memory_order_relaxed);
     generation_ = link_->Connect(this);
     up_ = true;
+    // Batches of the old stream will never be answered on the new one.
+    batches_in_flight_ = 0;
+    for (auto& s : slots_) s.batch = 0;
     pending_.clear();  // everything active goes out once on the new stream
     size_t n = 0;
     for (uint16_t tag = 0; tag < depth_; ++tag) {
@@ -366,6 +393,13 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   std::unique_ptr<std::atomic<uint32_t>[]> read_wire_tag_;
   std::vector<uint16_t> pending_;
   std::vector<uint16_t> retry_;
+  static constexpr uint32_t kMaxBatchesInFlight = 2;
+  // Requests still awaited per unanswered batch, by batch number modulo depth + 1 (each batch
+  // holds at least one request, so at most depth are unanswered).
+  std::vector<uint16_t> batch_left_;
+  uint32_t next_batch_ = 1;
+  uint16_t batch_requests_ = 0;
+  uint32_t batches_in_flight_ = 0;
   WritePool pool_;
   BatchBuilder batch_;
   std::unique_ptr<StreamLink> link_;
