@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -138,24 +139,44 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     // An answer always comes (or the stream ends and Connect() starts over), so nothing waits
     // longer than the batch ahead of it.
     if (batches_in_flight_ >= kMaxBatchesInFlight) return;
+    // Small requests first, in batches of their own, and big writes at most 1 MiB per batch: the
+    // server answers a batch only once all of it is applied, so a 4 KiB read (a filesystem's
+    // metadata, or the first request after a recovery) must not wait behind megabytes of writes
+    // that were queued with it. Reordering requests that are in flight together is allowed (a
+    // FLUSH covers only writes completed before it). Each round sends every small request and at
+    // least one batch of big ones, then stops while the server is two batches behind.
     uint32_t count = 0;
     uint64_t bytes = 0;
-    for (uint16_t tag : pending_) {
-      const Slot& s = slots_[tag];
-      // Finished already, or out and unanswered (a tag queued twice while it was held).
-      if (!s.active || s.batch != 0) continue;
-      uint32_t data = (s.req.op == UBLK_IO_OP_READ || s.req.op == UBLK_IO_OP_WRITE) ? s.req.length : 0;
-      if (count > 0 && (count >= target_->max_batch_requests_ || bytes + data > target_->max_batch_bytes_)) {
-        SendBatch();
-        count = 0;
-        bytes = 0;
+    bool held = false;
+    for (int pass = 0; pass < 2 && !held; ++pass) {
+      const bool large_pass = pass == 1;
+      const uint64_t max_bytes = large_pass ? std::min<uint64_t>(kLargeBatchBytes, target_->max_batch_bytes_)
+                                            : target_->max_batch_bytes_;
+      for (uint16_t tag : pending_) {
+        const Slot& s = slots_[tag];
+        // Finished already, or out and unanswered (a tag queued twice while it was held).
+        if (!s.active || s.batch != 0) continue;
+        uint32_t data = (s.req.op == UBLK_IO_OP_READ || s.req.op == UBLK_IO_OP_WRITE) ? s.req.length : 0;
+        if ((data > kSmallRequestBytes) != large_pass) continue;
+        if (count > 0 && (count >= target_->max_batch_requests_ || bytes + data > max_bytes)) {
+          SendBatch();
+          count = 0;
+          bytes = 0;
+          if (large_pass && batches_in_flight_ >= kMaxBatchesInFlight) {
+            held = true;
+            break;
+          }
+        }
+        AppendRequest(tag);
+        ++count;
+        bytes += data;
       }
-      AppendRequest(tag);
-      ++count;
-      bytes += data;
+      if (count > 0) SendBatch();
+      count = 0;
+      bytes = 0;
     }
-    SendBatch();
-    pending_.clear();
+    // What did not go out waits for the next round.
+    std::erase_if(pending_, [this](uint16_t tag) { return !slots_[tag].active || slots_[tag].batch != 0; });
   }
 
   void OnAsync(uint16_t tag, int result, QueueContext*) override {
@@ -394,6 +415,8 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   std::vector<uint16_t> pending_;
   std::vector<uint16_t> retry_;
   static constexpr uint32_t kMaxBatchesInFlight = 2;
+  static constexpr uint32_t kSmallRequestBytes = 64u << 10;
+  static constexpr uint64_t kLargeBatchBytes = 1u << 20;
   // Requests still awaited per unanswered batch, by batch number modulo depth + 1 (each batch
   // holds at least one request, so at most depth are unanswered).
   std::vector<uint16_t> batch_left_;
