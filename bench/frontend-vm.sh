@@ -50,7 +50,7 @@ log "null: unbd null target vs null_blk"
 modprobe null_blk nr_devices=1 queue_mode=2 irqmode=0 submit_queues=1 gb=4 || fail "modprobe null_blk"
 wait_for_blockdev /dev/nullb0
 measure null_blk /dev/nullb0
-dev=$(unbd_add -t null -q 1 -s 4G --need-get-data)
+dev=$(unbd_add -t null -q 1 -s 4G --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
 measure unbd-null "$dev"
 "$UNBD" del -a
@@ -68,7 +68,7 @@ kloop=$(losetup --direct-io=on -f --show /mnt/bench/disk.img) || fail "losetup"
 prefill "$kloop"
 measure kernel-loop "$kloop"
 losetup -d "$kloop"
-dev=$(unbd_add -t loop -f /mnt/bench/disk.img -q 1 --need-get-data)
+dev=$(unbd_add -t loop -f /mnt/bench/disk.img -q 1 --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
 "$UNBD" list | grep -q "target loop" || true
 grep -q "direct_io=1" "$UNBD_RUN_DIR"/*.log || fail "unbd loop target is not using O_DIRECT"
@@ -81,7 +81,7 @@ fi
 if want remote; then
 log "remote: unbd remote target (unbd-server) vs nbd (nbd-server), both on loopback"
 VOLUME_SIZE=512M start_backend
-dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data)
+dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
 prefill "$dev"
 # The prefill fills the store's 128 MiB memtable; its flush to an SST takes ~10 s of a vCPU under

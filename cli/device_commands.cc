@@ -164,7 +164,7 @@ void RegisterDeviceCommands(CLI::App& app) {
     cmd->add_option("--io-scheduler", cfg->io_scheduler,
                     "Block-layer I/O scheduler for the device: none (default), mq-deadline, ... or keep");
     cmd->add_option("--poll-us", cfg->poll_us,
-                    "After a busy round, each queue spins this long for the next request before sleeping (default 200, adaptive; 0: never)");
+                    "After a busy round, each queue spins this long for the next request before sleeping (adaptive, e.g. 200; default 0: never)");
     cmd->add_option("-b,--block-size", cfg->logical_block_size, "Logical block size (default 512; remote: 4096)");
     cmd->add_option("--max-io-size", *max_io, "Largest request, e.g. 512K (default)");
     cmd->add_option("-f,--file", cfg->file, "loop: backing file or block device");

@@ -32,8 +32,9 @@ struct DeviceConfig {
   std::string io_scheduler = "none";
   // After a queue round that did work, spin up to this long (microseconds, adaptive: see
   // Queue::PollForEvent) for the next event before sleeping: a sleeping queue thread costs a
-  // wakeup per request, most of QD1 latency. 0: never.
-  uint32_t poll_us = 200;
+  // wakeup per request, most of QD1 latency. Off by default: on a small node the spinning takes
+  // CPU from co-located servers (see frontend/README.md). 0: never.
+  uint32_t poll_us = 0;
 
   // null
   uint64_t null_size_bytes = 250ull << 30;

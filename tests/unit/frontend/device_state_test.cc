@@ -40,6 +40,7 @@ DeviceConfig RemoteConfig() {
   c.server = "10.0.0.1:7420";
   c.volume = "db-1";
   c.retry_deadline_ms = 1234;
+  c.poll_us = 200;
   return c;
 }
 
@@ -59,7 +60,7 @@ TEST_F(StateDirTest, RoundTripKeepsEveryField) {
   EXPECT_EQ(back.config.retry_deadline_ms, 1234u);
   EXPECT_TRUE(back.config.reissue);
   EXPECT_EQ(back.config.io_scheduler, "none");
-  EXPECT_EQ(back.config.poll_us, 200u);
+  EXPECT_EQ(back.config.poll_us, 200u);  // RemoteConfig() sets it
   EXPECT_EQ(ListDeviceStates(), std::vector<int>{7});
   ASSERT_TRUE(RemoveDeviceState(7).ok());
   EXPECT_EQ(LoadDeviceState(7, &back).code(), Status::Code::kNotFound);
