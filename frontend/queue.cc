@@ -69,8 +69,7 @@ bool Queue::PollForEvent() {
   for (uint64_t i = 0; i < limit; ++i) {
     const bool cqe = io_uring_cq_ready(&ring_) != 0;
     if (cqe || completions_.HasPending()) {
-      if (!cqe)
-        completions_.Drain([this](const Completion& c) { handler_->OnAsync(c.tag, c.result, this); });
+      if (!cqe) DrainCompletions();
       poll_window_ = std::clamp(std::max(poll_window_, 2 * i + floor), floor, poll_max_spins_);
       return true;
     }
@@ -181,6 +180,10 @@ void Queue::PostIoCmd(uint32_t op, uint16_t tag, int32_t result, uint8_t* addr) 
   state_[tag] = op == UBLK_IO_NEED_GET_DATA ? TagState::kGetData : TagState::kInKernel;
 }
 
+void Queue::DrainCompletions() {
+  completions_.Drain([this](const Completion& c) { handler_->OnAsync(c.tag, c.result, this); });
+}
+
 void Queue::ArmEventfd() {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_read(sqe, completions_.eventfd_fd(), &efd_value_, sizeof(efd_value_), 0);
@@ -193,7 +196,6 @@ void Queue::Loop() {
     handler_->Flush();
     const bool polled = busy && poll_max_spins_ > 0 && PollForEvent();
     if (polled) {
-      stats_.polled.fetch_add(1, std::memory_order_relaxed);
       handler_->Flush();  // completions drained while polling may have queued sends
       io_uring_submit(&ring_);
     } else {
@@ -227,7 +229,7 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
       handler_->OnCqe(tag, static_cast<uint8_t>((ud >> 24) & 0xff), cqe->res);
       break;
     case kKindEventfd:
-      completions_.Drain([this](const Completion& c) { handler_->OnAsync(c.tag, c.result, this); });
+      DrainCompletions();
       if (cqe->res != -ECANCELED) ArmEventfd();
       break;
   }

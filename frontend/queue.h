@@ -30,7 +30,6 @@ struct QueueStats {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> need_get_data{0};
-  std::atomic<uint64_t> polled{0};  // rounds whose next event was found by spinning, not sleeping
   std::atomic<uint64_t> double_commits{0};  // must stay 0: a bug if not
 };
 
@@ -72,6 +71,7 @@ class Queue final : public QueueContext {
   void Dispatch(uint16_t tag, uint8_t* buf);
   void PostIoCmd(uint32_t op, uint16_t tag, int32_t result, uint8_t* addr);
   void ArmEventfd();
+  void DrainCompletions();  // hands every cross-thread completion to the handler
   bool PollForEvent();
   void CalibratePolling();
 
