@@ -101,7 +101,14 @@ Status ReplicatedVolume::Create(const std::vector<std::string>& targets, const s
     s = Status::Unavailable("only " + std::to_string(open.accepted) + " of " +
                             std::to_string(out->size()) + " new replicas accepted the create epoch");
   }
-  if (s.ok()) s = ReplicaMeta(open.epoch, client, timeout).CommitInitial(meta, out->size());
+  if (s.ok()) {
+    // The generation each copy starts at: a restart after an unclean stop before the first owner
+    // opens it is then noticed like any other (and costs nothing: nothing was written yet).
+    for (size_t i = 0; i < out->size(); ++i)
+      meta.mutable_replicas(i)->set_server_generation(
+          open.replicas[i].response.server_generation());
+    s = ReplicaMeta(open.epoch, client, timeout).CommitInitial(meta, out->size());
+  }
   if (!s.ok()) {
     Undo(name, *out);
     out->clear();
@@ -156,6 +163,9 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     if (r.status.ok() && v->name_.empty()) v->name_ = r.response.name();
   }
   std::vector<size_t> healthy, outs;
+  // Healthy replicas whose server restarted after an unclean stop since the last owner recorded
+  // its generation: they may lack writes that owner acknowledged and never flushed.
+  std::vector<size_t> restarted;
   for (size_t i = 0; i < set.size(); ++i) {
     const auto& info = adopted.replicas(i);
     const ReplicaOpenResult& r = res.replicas[i];
@@ -163,6 +173,9 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     rep->rpc = std::make_unique<ReplicaRpc>(info.address(), options.rpc_timeout);
     rep->volume_id = info.volume_id();
     rep->full_rebuild = info.full_rebuild() && info.state() != v1::REPLICA_HEALTHY;
+    // A resync began on it (its generation was recorded then, and a mark-out clears it): it may
+    // hold copies that were cleared from the dirty sets but never flushed.
+    rep->unflushed_rebuild = info.state() != v1::REPLICA_HEALTHY && info.server_generation() != 0;
     const bool same_copy = r.status.ok() && r.response.replica_uuid() == info.uuid();
     if (r.status.ok()) {
       rep->generation = r.response.server_generation();
@@ -171,9 +184,26 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     }
     if (r.status.ok() && !same_copy) rep->full_rebuild = true;  // wiped or replaced copy
     if (r.status.code() == Status::Code::kNotFound) rep->full_rebuild = true;
+    const bool generation_changed =
+        same_copy && info.server_generation() != 0 && rep->generation != info.server_generation();
+    if (generation_changed) ++v->open_stats_.restarted;
+    if (generation_changed && info.state() != v1::REPLICA_HEALTHY && !rep->full_rebuild) {
+      rep->full_rebuild = true;
+      spdlog::warn(
+          "volume \"{}\" epoch {}: replica {} ({}) restarted after an unclean stop since the "
+          "last owner (generation {} -> {}) while {}: the copies it had not flushed are gone and "
+          "no dirty set names them: full rebuild",
+          v->name_, v->epoch_, i, info.address(), info.server_generation(), rep->generation,
+          StateName(info.state()));
+    }
     if (same_copy && info.state() == v1::REPLICA_HEALTHY) {
       rep->state = ReplicaState::kHealthy;
       healthy.push_back(i);
+      if (generation_changed) {
+        restarted.push_back(i);
+      } else {
+        adopted.mutable_replicas(i)->set_server_generation(rep->generation);
+      }
     } else {
       rep->state = ReplicaState::kOut;
       outs.push_back(i);
@@ -219,14 +249,51 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     if (info->state() == v1::REPLICA_HEALTHY) {
       ++v->open_stats_.marked_out;
       info->set_state_since_unix_ms(NowMs());
+      // What it may have lost is in its PeerSet now (above): its generation no longer matters.
+      info->set_server_generation(0);
     }
     info->set_state(v1::REPLICA_OUT);
     info->set_full_rebuild(v->replicas_[p]->full_rebuild);
   }
+  // The reconciliation's source must hold every acknowledged write: a replica whose generation
+  // is the one the last owner recorded (the first of them, in replica order).
+  size_t source = healthy[0];
+  for (size_t h : healthy) {
+    if (std::find(restarted.begin(), restarted.end(), h) == restarted.end()) {
+      source = h;
+      break;
+    }
+  }
+  const bool none_trusted = restarted.size() == healthy.size();
+  for (size_t p : restarted) {
+    const auto& info = adopted.replicas(p);
+    spdlog::warn(
+        "volume \"{}\" epoch {}: replica {} ({}) restarted after an unclean stop since the "
+        "last owner (generation {} -> {}): reconciling from replica {}{}",
+        v->name_, v->epoch_, p, info.address(), info.server_generation(),
+        v->replicas_[p]->generation, source,
+        none_trusted ? " (every healthy replica restarted: writes acknowledged but not "
+                       "flushed may be lost)"
+                     : "");
+  }
+  // The restarted ones keep their recorded generation until reconciled: an owner that dies
+  // before that leaves the doubt to the next one.
   s = v->meta_->CommitInitial(adopted);
   if (!s.ok()) return s;
-  s = v->Reconcile(healthy, unstable);
+  s = v->Reconcile(healthy, source, unstable);
   if (!s.ok()) return s;
+  if (!restarted.empty()) {
+    s = v->meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+      for (size_t p : restarted)
+        m->mutable_replicas(p)->set_server_generation(v->replicas_[p]->generation);
+      return Status::Ok();
+    });
+    if (IsFenced(s)) return s;
+    // Not fatal: the next owner then reconciles these replicas from a trusted one once more.
+    if (!s.ok())
+      spdlog::warn("volume \"{}\" epoch {}: recording the restarted replicas' generations: {}",
+                   v->name_, v->epoch_, s.ToString());
+  }
   if (options.resync_probe_interval.count() > 0) {
     v->prober_ = std::thread([p = v.get()] { p->ProbeLoop(); });
   }
@@ -234,7 +301,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   return Status::Ok();
 }
 
-Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy,
+Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t source,
                                    const std::vector<uint64_t>& unstable) {
   // Any version of an unstable region is acceptable (none was flushed and acknowledged on only
   // some replicas); what matters is that every replica returns the same one: copy the source's.
@@ -242,13 +309,14 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy,
   for (size_t i = 0; i < replicas_.size(); ++i) {
     if (replicas_[i]->state == ReplicaState::kOut) out_mask |= 1u << i;
   }
-  Replica& src = *replicas_[healthy[0]];
+  Replica& src = *replicas_[source];
   for (uint64_t r : unstable) {
     const uint64_t off = r * region_bytes_;
     if (off >= size_bytes_) continue;
     const uint64_t len = std::min(region_bytes_, size_bytes_ - off);
-    for (size_t k = 1; k < healthy.size(); ++k) {
-      Replica& dst = *replicas_[healthy[k]];
+    for (size_t h : healthy) {
+      if (h == source) continue;
+      Replica& dst = *replicas_[h];
       uint64_t copied = 0;
       Status s = CopyRange({src.rpc.get(), src.volume_id, src.generation},
                            {dst.rpc.get(), dst.volume_id, dst.generation}, epoch_, off, len,
@@ -417,6 +485,8 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
       info->set_resync_done_bytes(0);
       info->set_resync_total_bytes(0);
       info->set_resync_bytes_per_s(0);
+      // What it may lack is in its PeerSet from here on: a restart no longer loses anything.
+      info->set_server_generation(0);
     }
     return Status::Ok();
   });
@@ -516,6 +586,8 @@ Status ReplicatedVolume::RenewGeneration(size_t p, uint64_t seen) {
   s = rpc->MarkRegions(vid, epoch_, kUnstableSetIndex, unstable);
   if (!s.ok()) return s;
   {
+    // The metadata keeps the generation it had: this copy lost writes, and a next owner that
+    // finds the new one must not take it as a reconciliation source either.
     std::lock_guard lock(mu_);
     replicas_[p]->generation = opened.server_generation();
     replicas_[p]->suspect = true;
@@ -1026,6 +1098,7 @@ Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,
       info->set_uuid(uuid);
       info->set_state(v1::REPLICA_REBUILDING);
       info->set_full_rebuild(true);
+      info->set_server_generation(opened.server_generation());
       info->set_resync_done_bytes(0);
       info->set_resync_total_bytes(size_bytes_);
       info->set_resync_bytes_per_s(0);

@@ -88,6 +88,10 @@ struct ReplicatedVolumeOptions {
 struct OpenStats {
   uint64_t reconciled_regions = 0;  // unstable regions copied from one healthy replica to the rest
   uint64_t marked_out = 0;          // replicas marked out by the open
+  // Replicas whose server restarted after an unclean stop since the last owner recorded its
+  // generation: a healthy one was reconciled from a trusted replica, a rebuilding one is rebuilt
+  // in full.
+  uint64_t restarted = 0;
 };
 
 class ReplicatedVolume {
@@ -176,8 +180,9 @@ class ReplicatedVolume {
     // Its generation went away since its last resync: it may lack acknowledged writes. Never a
     // read source while another replica is healthy.
     bool lost_writes = false;  // guarded by mu_
-    // Got copies and writes while rebuilding that only the resync's final FLUSH makes durable: if
-    // it restarts after a crash before that, it is rebuilt in full. Guarded by mu_.
+    // Got copies and writes while rebuilding (this owner's resync, or a previous owner's: its
+    // generation is in the metadata) that only the resync's final FLUSH makes durable: if it
+    // restarts after a crash before that, it is rebuilt in full. Guarded by mu_.
     bool unflushed_rebuild = false;
   };
   struct Target {
@@ -188,7 +193,10 @@ class ReplicatedVolume {
   };
 
   ReplicatedVolume() = default;
-  Status Reconcile(const std::vector<size_t>& healthy, const std::vector<size_t>& out);
+  // Copies `unstable` from healthy replica `source` to the other healthy ones, flushes them and
+  // clears their unstable sets.
+  Status Reconcile(const std::vector<size_t>& healthy, size_t source,
+                   const std::vector<uint64_t>& unstable);
   Status FanOut(FanOutOp op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
   Status SendOne(const Target& t, FanOutOp op, uint64_t offset, uint64_t length, std::string_view data,
                  bool fua, uint32_t out_mask);

@@ -143,14 +143,17 @@ Status ResyncJob::Prepare(bool* full) {
   s = rpc.Open(vid, v.epoch_, v.options_.client_id, &opened);
   if (!s.ok()) return Status::Unavailable("re-open at epoch " + std::to_string(v.epoch_) + ": " +
                                           s.ToString());
-  if (!*full && unflushed_rebuild && old_generation != 0 &&
-      opened.server_generation() != old_generation) {
+  // The generation its unflushed copies live at: this owner's last (re-)open of it, else the one
+  // a previous owner's resync recorded (it did not answer this owner's open).
+  const uint64_t copies_at =
+      old_generation != 0 ? old_generation : meta.replicas(p_).server_generation();
+  if (!*full && unflushed_rebuild && copies_at != 0 && opened.server_generation() != copies_at) {
     // It restarted after a crash during an earlier resync: the copies and writes it had not
     // flushed are gone, and no dirty set names them any more.
     spdlog::warn(
         "volume \"{}\": {} restarted after a crash during its resync (server "
         "generation {} -> {}): full rebuild",
-        v.name_, rpc.target(), old_generation, opened.server_generation());
+        v.name_, rpc.target(), copies_at, opened.server_generation());
     *full = true;
   }
   const bool is_full = *full;
@@ -160,6 +163,9 @@ Status ResyncJob::Prepare(bool* full) {
     info->set_uuid(uuid);
     info->set_state(v1::REPLICA_REBUILDING);
     info->set_full_rebuild(is_full);
+    // Its copies will live at this generation until the final FLUSH: a later owner that finds
+    // another one rebuilds it in full.
+    info->set_server_generation(opened.server_generation());
     info->set_resync_done_bytes(0);
     info->set_resync_total_bytes(0);
     info->set_resync_bytes_per_s(0);

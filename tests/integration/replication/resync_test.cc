@@ -3,7 +3,10 @@
 // incremental resync bounded by the dirty set, byte-identical replicas), a wiped replica rebuilt
 // in full, two of three down (writes wait, then complete, nothing lost), an owner killed
 // mid-write (the next open reconciles), two owners racing (one wins, only its data); the
-// servers' replication metrics (replica state, resync progress, dirty sets) follow a rebuild.
+// servers' replication metrics (replica state, resync progress, dirty sets) follow a rebuild; a
+// replica that restarts after kill -9 while no owner holds the volume is caught by its recorded
+// server generation (never a reconciliation source; rebuilt in full if it was rebuilding).
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <map>
@@ -429,6 +432,130 @@ TEST_F(ResyncTest, OwnerKilledMidWriteNextOpenReconciles) {
   }
   // The unstable sets were cleared once reconciled.
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty());
+}
+
+// Owner A acknowledges writes it never flushes and dies (no flush, no close). Before the next
+// owner opens, replica 0 — the first healthy replica, the reconciliation's default source — is
+// kill -9'd and restarted on its data directory: it lost those writes, and no owner held the
+// volume to notice. Its server generation differs from the one A recorded in the replica
+// metadata, so owner B reconciles the unstable regions from a replica that kept them: every
+// acknowledged write reads back, and every replica holds it.
+TEST_F(ResyncTest, ReplicaRestartedWhileNoOwnerHeldTheVolumeIsNoReconcileSource) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("owner-a"), &vol).ok());
+  const uint64_t rb = vol->region_bytes() / 4096;  // blocks per region
+  std::map<uint64_t, std::string> model;
+  for (uint64_t b = 0; b < 8; ++b) {
+    model[b] = Pattern(b, 1);
+    ASSERT_TRUE(vol->Write(b * 4096, model[b]).ok());
+  }
+  ASSERT_TRUE(vol->Flush().ok());
+  // Acknowledged, never flushed: X, over eight regions (the first one overwrites flushed data).
+  for (uint64_t r = 0; r < 8; ++r) {
+    for (uint64_t k = 0; k < 8; ++k) {
+      const uint64_t b = r * rb + k;
+      model[b] = Pattern(b, 2);
+      ASSERT_TRUE(vol->Write(b * 4096, model[b]).ok());
+    }
+  }
+  vol.reset();  // owner A dies
+  Kill(0);
+  Restart(0);
+  size_t lost = 0;
+  {
+    const v1::Volume v0 = Stat(0, "rvol");
+    backend::IoClient io(targets_[0]);
+    for (const auto& [b, data] : model) {
+      std::string got;
+      ASSERT_TRUE(io.Read(v0.id(), v0.epoch(), b * 4096, 4096, &got).ok());
+      lost += got != data;
+    }
+  }
+  std::printf("replica 0 lost %zu of %zu acknowledged blocks\n", lost, model.size());
+  ASSERT_GT(lost, 0u) << "kill -9 lost nothing: the test proves nothing";
+
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("owner-b"), &vol).ok());
+  EXPECT_EQ(vol->open_stats().restarted, 1u);
+  EXPECT_GE(vol->open_stats().reconciled_regions, 8u);
+  EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
+  size_t stale = 0;
+  for (const auto& [b, data] : model) {
+    std::string got;
+    ASSERT_TRUE(vol->Read(b * 4096, 4096, &got).ok());
+    stale += got != data;
+  }
+  EXPECT_EQ(stale, 0u) << "blocks that lost an acknowledged write";
+  ExpectAllEqual(model);
+  // Reconciled: the new generation is recorded, so the owner after B trusts replica 0 again.
+  const uint64_t gen0 = Stat(0, "rvol").replica_set().replicas(0).server_generation();
+  EXPECT_NE(gen0, 0u);
+  vol.reset();
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("owner-c"), &vol).ok());
+  EXPECT_EQ(vol->open_stats().restarted, 0u);
+  EXPECT_EQ(Stat(1, "rvol").replica_set().replicas(0).server_generation(), gen0);
+}
+
+// Owner A resyncs replica 2 (throttled to one region every 4 s) and, while it rebuilds, writes X
+// to a region the resync never copies: X goes to replica 2 too, not waited for, and a FLUSH on
+// the healthy replicas clears it from their unstable sets. Then replica 2 is kill -9'd and A
+// dies. Replica 2 lost X with its unflushed WAL, and no dirty set names X any more. It restarts
+// before owner B opens; its generation differs from the one A's resync recorded, so B rebuilds it
+// in full (an incremental resync would leave it without X).
+TEST_F(ResyncTest, RebuildingReplicaRestartedWhileNoOwnerHeldItIsRebuiltInFull) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  auto o = Opts("owner-a");
+  o.resync_rate_bytes_per_s = 256 << 10;
+  o.resync_probe_interval = std::chrono::milliseconds(100);
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, o, &vol).ok());
+  const uint64_t rb = vol->region_bytes() / 4096;
+  std::map<uint64_t, std::string> model;
+  auto write = [&](uint64_t b, uint64_t seq) {
+    model[b] = Pattern(b, seq);
+    Status s = vol->Write(b * 4096, model[b]);
+    ASSERT_TRUE(s.ok()) << "block " << b << ": " << s.ToString();
+  };
+  for (uint64_t b = 0; b < 8; ++b) write(b, 1);
+  ASSERT_TRUE(vol->Flush().ok());
+  Kill(2);
+  for (uint64_t r = 1; r < 5; ++r) write(r * rb, 2);  // marks 2 out; PeerSet(2) = regions 1..4
+  ASSERT_TRUE(vol->Flush().ok());
+  ASSERT_EQ(vol->states()[2], ReplicaState::kOut);
+  Restart(2);
+  ResyncProgress p;
+  for (int i = 0; i < 400; ++i) {
+    p = vol->resync_progress()[2];
+    if (p.active && p.done_bytes > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(p.active && p.done_bytes > 0) << "the resync did not start";
+  ASSERT_EQ(vol->states()[2], ReplicaState::kRebuilding);
+  const uint64_t x = 40 * rb + 3;  // region 40: in no dirty set
+  write(x, 3);
+  ASSERT_TRUE(vol->Flush().ok());
+  Kill(2);
+  vol.reset();  // owner A dies (its resync fails on the dead replica first)
+  Restart(2);
+  {
+    const v1::Volume v2 = Stat(2, "rvol");
+    EXPECT_NE(v2.replica_set().replicas(2).state(), v1::REPLICA_HEALTHY);
+    EXPECT_FALSE(v2.replica_set().replicas(2).full_rebuild());
+    std::string got;
+    ASSERT_TRUE(
+        backend::IoClient(targets_[2]).Read(v2.id(), v2.epoch(), x * 4096, 4096, &got).ok());
+    ASSERT_NE(got, model[x])
+        << "replica 2 kept X (a checkpoint synced it): the test proves nothing";
+    for (int i = 0; i < 2; ++i) {
+      const auto peer = Regions(i, "rvol", PeerSetIndex(2));
+      ASSERT_EQ(std::count(peer.begin(), peer.end(), 40u), 0) << "replica " << i;
+    }
+  }
+
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("owner-b"), &vol).ok());
+  EXPECT_EQ(vol->open_stats().restarted, 1u);
+  Status s = ResyncUntilHealthy(*vol, std::chrono::seconds(60));
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(vol->resync_progress()[2].full);
+  ExpectAllEqual(model);
 }
 
 TEST_F(ResyncTest, FlushClearsTheUnstableRegions) {
