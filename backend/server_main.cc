@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   uint64_t region_bytes = 1ull << 20;
   uint32_t write_buffer_mib = 128;
   std::string hold_writes_file;
+  uint32_t test_read_delay_us = 0;
   // Half the cores: gRPC's epoll1 poller is shared by all queues, so every extra queue thread
   // adds wake-up hand-offs (QD1 p50 on 2 cores: 36 us with one thread, 58 us with two), while
   // RocksDB's background jobs and the kernel's TCP work need the remaining cores anyway.
@@ -105,6 +106,12 @@ int main(int argc, char** argv) {
                  "check while the file exists with that number (polled every 10 ms), then is "
                  "fenced and applied as usual; a stream's whole batch waits, other streams, "
                  "volumes, epochs and OpenVolume are not held");
+  app.add_option("--test-read-delay-us", test_read_delay_us,
+                 "TEST HOOK, never in production: every READ (unary, or a stream batch with a "
+                 "READ, once per batch) waits this many microseconds before it is applied, on a "
+                 "thread of its own (other streams go on): a slow replica for the read-choice "
+                 "tests; 0: off")
+      ->check(CLI::Range(0u, 10000000u));
   app.add_option("--test-apply-delay-us", test_apply_delay_us,
                  "fault injection for tests: delay between fencing check and apply")
       ->group("");
@@ -153,6 +160,10 @@ int main(int argc, char** argv) {
   if (!hold_writes_file.empty()) {
     spdlog::warn("test hook on: writes are held while {} names their epoch", hold_writes_file);
     service.SetTestHoldWritesFile(hold_writes_file);
+  }
+  if (test_read_delay_us > 0) {
+    spdlog::warn("test hook on: every read waits {} us", test_read_delay_us);
+    service.SetTestReadDelay(std::chrono::microseconds(test_read_delay_us));
   }
   const auto limits = service.Limits();
   grpc::ServerBuilder builder;

@@ -17,6 +17,13 @@ bool NeedsWalSync(const v1::IoBatch& batch) {
   return false;
 }
 
+bool HasRead(const v1::IoBatch& batch) {
+  for (const auto& r : batch.requests()) {
+    if (r.op() == v1::OP_READ) return true;
+  }
+  return false;
+}
+
 // One BlockIo.Stream call. It is its own completion-queue tag; `step_` says which operation
 // completed. At most one operation is outstanding at a time, so no locking is needed.
 class StreamCall {
@@ -80,6 +87,17 @@ class StreamCall {
       step_ = Step::kApplied;
       server_->RunOffQueue([this] {
         service_->WaitWhileHeld([this] { return service_->HoldsBatch(in_); });
+        applied_ = service_->ApplyBatch(in_, &out_, &ops_);
+        applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);
+      });
+      return;
+    }
+    if (service_->read_delay().count() > 0 && HasRead(in_)) {
+      // Test hook (--test-read-delay-us): a slow replica. Off this thread, as above, so only
+      // this stream's batch waits.
+      step_ = Step::kApplied;
+      server_->RunOffQueue([this] {
+        std::this_thread::sleep_for(service_->read_delay());
         applied_ = service_->ApplyBatch(in_, &out_, &ops_);
         applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);
       });

@@ -221,6 +221,7 @@ grpc::Status VolumeService::GetLimits(grpc::ServerContext*, const v1::GetLimitsR
 
 grpc::Status VolumeService::Read(grpc::ServerContext*, const v1::ReadRequest* req,
                                  v1::ReadResponse* resp) {
+  if (read_delay_.count() > 0) std::this_thread::sleep_for(read_delay_);
   IoOp op;
   op.op = v1::OP_READ;
   op.volume_id = req->volume_id();

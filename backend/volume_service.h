@@ -7,6 +7,7 @@
 // Test hook (--test-hold-writes-file PATH): a WRITE / DISCARD / WRITE_ZEROES whose epoch equals the
 // decimal number in PATH waits, before its fence check, for as long as PATH exists and holds that
 // number (polled every 10 ms); it lets tests stand for a dead writer's request still in flight.
+// Test hook (--test-read-delay-us N): reads wait N us before they are applied (a slow replica).
 #pragma once
 
 #include <chrono>
@@ -43,6 +44,10 @@ class VolumeService final : public v1::VolumeAdmin::Service,
   // Test hook, see above; call before serving. Empty: off (the data path only tests this flag).
   void SetTestHoldWritesFile(std::string path) { hold_writes_file_ = std::move(path); }
   bool holds_writes() const { return !hold_writes_file_.empty(); }
+  // Test hook (--test-read-delay-us): every unary READ, and every stream batch with a READ, waits
+  // this long before it is applied (a slow replica). Call before serving; 0: off.
+  void SetTestReadDelay(std::chrono::microseconds d) { read_delay_ = d; }
+  std::chrono::microseconds read_delay() const { return read_delay_; }
   // Whether the hook currently holds a write of this batch (false once draining).
   bool HoldsBatch(const v1::IoBatch& batch);
   // Sleeps in 10 ms steps while `held()` is true and the server is not draining.
@@ -107,6 +112,7 @@ class VolumeService final : public v1::VolumeAdmin::Service,
   std::condition_variable streams_cv_;
   bool draining_ = false;
   std::string hold_writes_file_;
+  std::chrono::microseconds read_delay_{0};
 };
 
 }  // namespace unbd::backend
