@@ -29,6 +29,9 @@ struct ReplicaAddr {
   uint64_t volume_id = 0;
 };
 
+// A replicated volume has 1 to this many replicas (per-replica state is kept in fixed arrays).
+inline constexpr size_t kMaxReplicas = 5;
+
 inline size_t Majority(size_t replicas) {
   return replicas / 2 + 1;
 }

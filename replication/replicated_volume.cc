@@ -946,33 +946,46 @@ Status ReplicatedVolume::Flush() {
 }
 
 Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out) {
-  static std::atomic<uint32_t> rotor{0};
   struct Source {
     size_t index;
     ReplicaRpc* rpc;
     uint64_t volume_id, generation;
   };
-  std::vector<Source> healthy;
-  size_t trusted = 0;
+  Source sources[kMaxReplicas];
+  uint8_t order[kMaxReplicas];
+  size_t n = 0, trusted = 0;
   {
     std::lock_guard lock(mu_);
     if (!fenced_.ok()) return fenced_;
     for (size_t i : ReadableSources()) {
-      healthy.push_back(
-          {i, replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
+      sources[n] = {i, replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation};
+      order[n++] = static_cast<uint8_t>(i);
       trusted += !replicas_[i]->suspect;
     }
   }
-  if (healthy.empty()) return Status::Unavailable("read: no healthy replica");
-  // Spread reads over the trusted replicas (suspects only as a fallback); latency-based choice
-  // comes with the streaming target.
-  const size_t spread = trusted ? trusted : healthy.size();
-  const size_t start = rotor++ % spread;
+  if (n == 0) return Status::Unavailable("read: no healthy replica");
+  // The fastest trusted replica first (suspects only as a fallback), then the rest in order.
+  size_t first;
+  {
+    std::lock_guard lock(read_mu_);
+    first = reads_.Pick(order, trusted ? trusted : n, ReadChooser::Clock::now());
+  }
+  std::rotate(sources, sources + first, sources + first + 1);
   std::string errors;
-  for (size_t k = 0; k < healthy.size(); ++k) {
-    const Source& src = healthy[k < spread ? (start + k) % spread : k];
+  for (size_t k = 0; k < n; ++k) {
+    const Source& src = sources[k];
     ReplicaRpc* rpc = src.rpc;
+    const auto sent = ReadChooser::Clock::now();
     Status s = rpc->Read(src.volume_id, epoch_, offset, length, out, src.generation);
+    {
+      const auto now = ReadChooser::Clock::now();
+      std::lock_guard lock(read_mu_);
+      if (s.ok()) {
+        reads_.Completed(src.index, now - sent, now);
+      } else {
+        reads_.Failed(src.index, now);
+      }
+    }
     if (s.ok()) return s;
     if (IsFenced(s)) {
       FailIncarnation(s);

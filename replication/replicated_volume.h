@@ -40,6 +40,7 @@
 
 #include "common/status.h"
 #include "replication/quorum_open.h"
+#include "replication/read_chooser.h"
 #include "replication/region_locks.h"
 #include "replication/replica_meta.h"
 #include "replication/replica_rpc.h"
@@ -49,8 +50,6 @@ namespace unbd::replication {
 
 enum class ReplicaState { kHealthy, kOut, kRebuilding };
 const char* ReplicaStateName(ReplicaState s);
-
-inline constexpr size_t kMaxReplicas = 5;
 
 enum class FanOutOp { kWrite, kZero, kDiscard, kFlush };
 
@@ -110,6 +109,7 @@ class ReplicatedVolume {
 
   Status Write(uint64_t offset, std::string_view data, bool fua = false);
   Status WriteZeroes(uint64_t offset, uint64_t length, bool discard);
+  // From the trusted replica with the lowest read latency (ReadChooser), the others on error.
   Status Read(uint64_t offset, uint32_t length, std::string* out);
   Status Flush();
 
@@ -259,6 +259,10 @@ class ReplicatedVolume {
   std::vector<ResyncProgress> progress_;
   // Every healthy replica lost its generation: the next FLUSH fails once.
   bool unreported_loss_ = false;
+
+  // The unary reads' latency per replica: not the daemon's hot path (its queues keep their own).
+  std::mutex read_mu_;
+  ReadChooser reads_;  // guarded by read_mu_
 
   std::mutex markout_mu_;  // one mark-out at a time: a concurrent one then finds the replica out
   std::mutex resync_mu_;  // one resync driver at a time

@@ -1,5 +1,6 @@
 #include "frontend/targets/replicated.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,11 +9,10 @@
 #include <cstring>
 #include <functional>
 
-#include <spdlog/spdlog.h>
-
 #include "backend/io_frame.h"
 #include "frontend/block_stream.h"
 #include "frontend/write_pool.h"
+#include "replication/read_chooser.h"
 #include "replication/replica_channel.h"
 #include "replication/replica_meta.h"
 #include "replication/replica_rpc.h"
@@ -43,7 +43,8 @@ std::string ClientId() {
 // replicas still awaited); the last one wakes the queue thread. All OK: EndFanOut and complete.
 // Any failure, timeout or broken stream: a slow-path thread runs the library's ResolveFanOut
 // (fencing, mark-out committed on a majority before the ack, quorum wait, unary retries), then
-// EndFanOut, and hands the result back. Reads go to one healthy replica, the next one on error.
+// EndFanOut, and hands the result back. Reads go to one healthy replica — the one this queue saw
+// answer fastest (ReadChooser) — and to the next one on error.
 class ReplicatedHandler final : public QueueHandler {
  public:
   ReplicatedHandler(ReplicatedTarget* target, QueueContext* ctx)
@@ -377,12 +378,12 @@ class ReplicatedHandler final : public QueueHandler {
                              failed.ok() ? Status::Unavailable("read: no healthy replica") : failed);
       return Finish(tag, -EIO);
     }
-    // Spread reads over the trusted replicas (suspect ones only as a fallback).
-    const size_t spread = trusted ? trusted : s.read_n;
-    const size_t start = read_rotor_++ % spread;
-    std::rotate(s.read_order, s.read_order + start, s.read_order + spread);
-    std::rotate(s.read_vids, s.read_vids + start, s.read_vids + spread);
-    std::rotate(s.read_gens, s.read_gens + start, s.read_gens + spread);
+    // The trusted replica that answers this queue's reads fastest goes first (suspect ones only
+    // as a fallback); the others keep their order behind it.
+    const size_t first = reads_.Pick(s.read_order, trusted ? trusted : s.read_n, Clock::now());
+    std::rotate(s.read_order, s.read_order + first, s.read_order + first + 1);
+    std::rotate(s.read_vids, s.read_vids + first, s.read_vids + first + 1);
+    std::rotate(s.read_gens, s.read_gens + first, s.read_gens + first + 1);
     s.read_next = 0;
     s.read_gone = 0;
     SendRead(tag);
@@ -431,8 +432,13 @@ class ReplicatedHandler final : public QueueHandler {
     const uint32_t failed = s.failed.load(std::memory_order_acquire);
     if (s.req.op == UBLK_IO_OP_READ) {
       s.read_len.store(0, std::memory_order_relaxed);
-      if (failed == 0) return Finish(tag, static_cast<int>(s.req.length));
       const size_t p = s.read_order[s.read_next];
+      const auto now = Clock::now();
+      if (failed == 0) {
+        reads_.Completed(p, now - s.since, now);
+        return Finish(tag, static_cast<int>(s.req.length));
+      }
+      reads_.Failed(p, now);
       const uint64_t gen = s.read_gens[s.read_next];
       const Status st = ReplicaStatus(s, p, s.read_vids[s.read_next], gen);
       if (s.code[p].load(std::memory_order_relaxed) == kFencedCode) {
@@ -608,7 +614,7 @@ class ReplicatedHandler final : public QueueHandler {
   uint64_t gone_reported_[replication::kMaxReplicas] = {};  // generation a read last reported gone
   std::vector<uint16_t> pending_[replication::kMaxReplicas];  // tags to send, per replica
   std::vector<uint16_t> busy_;  // tags waiting for a region a resync copy holds
-  uint32_t read_rotor_ = 0;
+  replication::ReadChooser reads_;  // this queue's read latency per replica
   bool timer_armed_ = false;
   __kernel_timespec timer_{};
   std::mutex slow_mu_;

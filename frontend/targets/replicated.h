@@ -15,8 +15,12 @@
 // committed on a majority before the ack, the bounded quorum wait (= retry_deadline_ms) with
 // unary retries, never an ack on a minority, a fenced incarnation fails every request with -EIO
 // (the replica's message is logged once); a failed write's regions stay pinned unstable. FLUSH
-// clears the unstable regions it covered after it completed. Reads go to one healthy replica
-// (round robin over the trusted ones) on its stream, with fallback to the next on error.
+// clears the unstable regions it covered after it completed. Reads go to one healthy replica on
+// its stream, with fallback to the next on error: the trusted one (not suspect, not lost writes,
+// not rebuilding — ReadSources) with the lowest EWMA of read completion latency as this queue
+// measured it (replication/read_chooser.h: no state shared between queues, nothing allocated per
+// read); every 64th read, and a replica without a sample in the last 500 ms, go to another
+// trusted replica, so one that recovered from being slow is found again.
 #pragma once
 
 #include <atomic>

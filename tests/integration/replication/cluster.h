@@ -1,6 +1,7 @@
 // Cluster: N real unbd-server processes on 127.0.0.1 for the replication integration tests, with
-// restart on the same port (optionally with a wiped data directory) and the per-replica views the
-// tests assert on: stored replica metadata, dirty-region sets, per-block checksums.
+// restart on the same port (optionally with a wiped data directory or other flags) and the
+// per-replica views the tests assert on: stored replica metadata, dirty-region sets, per-block
+// checksums, reads served.
 #pragma once
 
 #include <cstring>
@@ -57,12 +58,11 @@ class Cluster : public ::testing::Test {
   }
 
   void Kill(int i) { EXPECT_EQ(servers_[i]->Kill(SIGKILL), 128 + SIGKILL); }
-  // Restarts replica i on its old port; wipe: with an empty data directory.
-  void Restart(int i, bool wipe = false) {
+  // Restarts replica i on its old port; wipe: with an empty data directory; `extra` flags.
+  void Restart(int i, bool wipe = false, const std::vector<std::string>& extra = {}) {
     servers_[i].reset();
     if (wipe) std::filesystem::remove_all(dirs_[i] + "/data");
-    servers_[i] = std::make_unique<ServerProcess>(dirs_[i], dirs_[i] + "/data",
-                                                  std::vector<std::string>{}, targets_[i]);
+    servers_[i] = std::make_unique<ServerProcess>(dirs_[i], dirs_[i] + "/data", extra, targets_[i]);
     ASSERT_TRUE(servers_[i]->started()) << servers_[i]->log();
   }
 
@@ -102,6 +102,16 @@ class Cluster : public ::testing::Test {
       out.insert(out.end(), part.begin(), part.end());
     }
     return out;
+  }
+  // READ requests server i has served for volume `name` (unbd_requests_total on its metrics
+  // endpoint; unary and stream alike).
+  uint64_t ReadsServed(int i, const std::string& name) {
+    const std::string page = unbd::testing::HttpGet(servers_[i]->metrics_port());
+    const std::string series =
+        "unbd_requests_total{volume=\"" + std::to_string(Stat(i, name).id()) + "\",op=\"read\"} ";
+    const size_t at = page.find("\n" + series);
+    EXPECT_NE(at, std::string::npos) << "no " << series << "on server " << i;
+    return at == std::string::npos ? 0 : std::stoull(page.substr(at + 1 + series.size()));
   }
   std::vector<uint64_t> Regions(int i, const std::string& name, uint32_t set) {
     std::vector<uint64_t> out;
