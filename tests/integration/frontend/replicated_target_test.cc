@@ -125,6 +125,22 @@ class ReplicatedTargetTest : public replication::testing::Cluster {
       stale += all.compare(block * 4096, 4096, Pattern(block, seq)) != 0;
     return stale;
   }
+  // Waits until no replica has a region in its unstable set (set 0).
+  bool WaitUnstableCleared(std::chrono::seconds within) {
+    const auto until = Clock::now() + within;
+    while (Clock::now() < until) {
+      size_t unstable = 0;
+      for (int i = 0; i < static_cast<int>(targets_.size()); ++i) {
+        v1::GetDirtyRegionsResponse r;
+        Status s =
+            backend::ReplicationClient(targets_[i]).GetDirty(Stat(i, "rvol").id(), 0, false, &r);
+        unstable += s.ok() ? r.regions_size() : 1;
+      }
+      if (unstable == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
   bool WaitAllHealthy(ReplicatedTarget& t, std::chrono::seconds within) {
     const auto until = Clock::now() + within;
     while (Clock::now() < until) {
@@ -205,6 +221,9 @@ TEST_F(ReplicatedTargetTest, KilledReplicaFailsNoRequestIsMarkedOutAndResyncedOn
   ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
   for (int round = 0; round < 3; ++round) WriteRound(q, h.get());
   Flush(q, h.get());
+  // The flush clears the unstable sets after it completed, off the queue thread: wait for that,
+  // or the mark-out below rightly counts every region written so far as dirty for replica 2.
+  ASSERT_TRUE(WaitUnstableCleared(std::chrono::seconds(10)));
   // kill -9 replica 2 while a round of writes is in flight: none of them may fail. From here on
   // writes go to the first 8 MiB only, so the incremental resync must copy at most that.
   constexpr uint64_t kDirtyBytes = 8 << 20;
