@@ -374,8 +374,8 @@ class ReplicatedHandler final : public QueueHandler {
     s.read_n = static_cast<uint8_t>(
         vol_->ReadSources(s.read_order, s.read_vids, s.read_gens, &trusted, &failed));
     if (s.read_n == 0) {
-      target_->ReportFailure("read", s.req.offset,
-                             failed.ok() ? Status::Unavailable("read: no healthy replica") : failed);
+      if (failed.ok()) return GoSlowRead(tag);  // no healthy replica now: wait for one
+      target_->ReportFailure("read", s.req.offset, failed);
       return Finish(tag, -EIO);
     }
     // The trusted replica that answers this queue's reads fastest goes first (suspect ones only
@@ -455,10 +455,13 @@ class ReplicatedHandler final : public QueueHandler {
         }
       }
       if (++s.read_next < s.read_n) return SendRead(tag);
-      if (s.read_gone) return GoSlowRead(tag);
-      target_->ReportFailure("read", s.req.offset,
-                             Status::Unavailable("every healthy replica failed; last: " + st.ToString()));
-      return Finish(tag, -EIO);
+      if (st.code() == Status::Code::kInvalidArgument || st.code() == Status::Code::kOutOfRange) {
+        target_->ReportFailure("read", s.req.offset, st);  // a bad request: no replica will do
+        return Finish(tag, -EIO);
+      }
+      // Every healthy replica failed (streams reconnecting after a recover, replicas restarting):
+      // retried like a write waits for a majority, so a brief outage is no error for the reader.
+      return GoSlowRead(tag);
     }
     if (failed == 0) {
       const Status end = vol_->EndFanOut(s.ticket, Status::Ok());
@@ -516,7 +519,7 @@ class ReplicatedHandler final : public QueueHandler {
                                      ReplicaStatus(s, p, s.read_vids[k], s.read_gens[k]));
       }
       std::string data;
-      Status r = vol_->Read(s.req.offset, s.req.length, &data);
+      Status r = ReadWithin(s.req.offset, s.req.length, &data);
       if (r.ok() && data.size() != s.req.length)
         r = Status::Internal("read returned " + std::to_string(data.size()) + " bytes");
       if (r.ok()) std::memcpy(s.req.buf, data.data(), data.size());
@@ -524,6 +527,25 @@ class ReplicatedHandler final : public QueueHandler {
       s.slow_result = r.ok() ? static_cast<int>(s.req.length) : -EIO;
       ctx_->CompleteAsync(kSlowDone, tag);
     });
+  }
+
+  // A read over the library's unary path, retried while every replica fails transiently, for
+  // as long as a write would wait for a majority (--retry-deadline-ms).
+  Status ReadWithin(uint64_t offset, uint32_t length, std::string* data) {
+    const auto until = Clock::now() + target_->quorum_wait();
+    for (int attempt = 1;; ++attempt) {
+      Status r = vol_->Read(offset, length, data);
+      if (r.ok() || !IsTransient(r) || Clock::now() >= until) return r;
+      if (attempt == 1)
+        spdlog::warn("volume '{}': read at offset {} waits for a replica: {}", vol_->name(), offset,
+                     r.ToString());
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50 * attempt, 500)));
+    }
+  }
+
+  static bool IsTransient(const Status& s) {
+    return s.code() == Status::Code::kUnavailable || s.code() == Status::Code::kDeadlineExceeded ||
+           s.code() == Status::Code::kAborted;
   }
 
   void RunSlow(std::function<void()> work) {

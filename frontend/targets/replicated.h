@@ -58,6 +58,10 @@ class ReplicatedTarget : public Target {
   uint64_t volume_id() const override { return 0; }
 
   replication::ReplicatedVolume* volume() const { return volume_.get(); }
+  // How long I/O waits for a majority, and reads for any healthy replica (--retry-deadline-ms).
+  std::chrono::milliseconds quorum_wait() const {
+    return std::chrono::milliseconds(config_.retry_deadline_ms);
+  }
   // Called by handlers when a request failed: logs it (a fenced incarnation once).
   void ReportFailure(const char* op, uint64_t offset, const Status& s);
 

@@ -134,6 +134,10 @@ class ServerProcess {
   std::string log() const { return ReadFile(log_); }
 
   // Sends `sig` and waits for exit; returns the exit code (128+signal if killed).
+  // Sends `sig` without waiting (SIGSTOP / SIGCONT: a server that stops answering for a while).
+  void Signal(int sig) {
+    if (pid_ > 0) kill(pid_, sig);
+  }
   int Kill(int sig) {
     if (pid_ <= 0) return exit_code_;
     kill(pid_, sig);

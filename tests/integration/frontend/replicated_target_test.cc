@@ -518,6 +518,44 @@ TEST_F(ReplicatedTargetTest, AllReplicasRestartedTheNextFlushFailsOnce) {
   ExpectIdenticalReplicas();
 }
 
+// Every replica stops answering for a while (streams reconnecting after a `recover` on a loaded
+// machine, or servers stalled): reads wait for one to come back, as writes wait for a majority,
+// instead of failing with EIO while the outage is shorter than the retry deadline.
+TEST_F(ReplicatedTargetTest, ReadsWaitWhileEveryReplicaIsUnresponsive) {
+  auto target = OpenTarget();
+  ASSERT_TRUE(target);
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  WriteRound(q, h.get());
+  Flush(q, h.get());
+  constexpr uint16_t kReads = 8;
+  std::vector<std::pair<uint64_t, uint64_t>> blocks(expect_.begin(), expect_.end());
+  ASSERT_GE(blocks.size(), kReads);
+  std::vector<std::vector<uint8_t>> back(kReads, std::vector<uint8_t>(4096));
+  for (auto& s : servers_) s->Signal(SIGSTOP);
+  const auto t0 = Clock::now();
+  for (uint16_t tag = 0; tag < kReads; ++tag)
+    q.Submit(h.get(), {tag, UBLK_IO_OP_READ, 0, blocks[tag].first * 4096, 4096, back[tag].data()});
+  // Longer than rpc_timeout (1 s) on every replica, shorter than the retry deadline (10 s).
+  std::thread resume([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+    for (auto& s : servers_) s->Signal(SIGCONT);
+  });
+  const bool done = q.Pump(h.get(), std::chrono::seconds(30));
+  resume.join();
+  ASSERT_TRUE(done);
+  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(2500)) << "the replicas did not stall";
+  for (uint16_t tag = 0; tag < kReads; ++tag) {
+    ASSERT_EQ(q.result(tag), 4096) << "read " << tag << " failed while the replicas were stalled";
+    EXPECT_EQ(std::memcmp(back[tag].data(), Pattern(blocks[tag].first, blocks[tag].second).data(),
+                          4096),
+              0)
+        << "block " << blocks[tag].first;
+  }
+  h->Stop();
+}
+
 // One of three replicas answers reads 5 ms late (unbd-server --test-read-delay-us). The queue's
 // read choice measures it: after a warm-up, nearly all reads go to the two fast replicas (round
 // robin would send a third of them to the slow one), counted by the servers' own request
