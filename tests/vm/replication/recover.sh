@@ -9,32 +9,12 @@
 set -euo pipefail
 . "$UNBD_REPO/tests/vm/guest-lib.sh"
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
+. "$UNBD_REPO/tests/vm/replication/lib.sh"
 cycles=${1:-6}
-[ -x "$UNBD_SERVER_BIN" ] || fail "no unbd-server at $UNBD_SERVER_BIN"
-
-declare -a PIDS ADDRS
-# start_replica I [HOST:PORT]: replica I with its own store under /tmp/r$I (restart: same port).
-start_replica() {
-	local i=$1 listen=${2:-127.0.0.1:0}
-	mkdir -p "/tmp/r$i"
-	rm -f "/tmp/r$i/port"
-	"$UNBD_SERVER_BIN" --listen "$listen" --data-dir "/tmp/r$i/db" --port-file "/tmp/r$i/port" --write-buffer-mib 32 \
-		--log-level info >>"/tmp/r$i/server.log" 2>&1 &
-	PIDS[i]=$!
-	wait_until 60 test -s "/tmp/r$i/port" || fail "replica $i did not start: $(tail -5 "/tmp/r$i/server.log")"
-	ADDRS[i]=127.0.0.1:$(head -1 "/tmp/r$i/port")
-}
-save_replica_logs() {
-	for i in 0 1 2; do cp "/tmp/r$i/server.log" "$UNBD_VM_OUT/replica$i.log" 2>/dev/null || true; done
-	save_logs
-}
-trap save_replica_logs EXIT
 
 load_ublk_driver
-for i in 0 1 2; do start_replica "$i"; done
-reps=${ADDRS[0]},${ADDRS[1]},${ADDRS[2]}
-# The first connection to a server just started can miss its SETTINGS frame under TCG: retry.
-wait_until 60 "$UNBD" volume create rv --size 512M --replicas "$reps" || fail "volume create failed"
+start_replicas
+create_replicated_volume rv 512M
 dev=$(unbd_add -t remote --replicas "$reps" --volume rv -q 2 --recovery --reissue --need-get-data \
 	--retry-deadline-ms 60000)
 wait_for_blockdev "$dev"
