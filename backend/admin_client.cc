@@ -101,12 +101,14 @@ Status AdminClient::Stat(const v1::VolumeRef& ref, v1::Volume* out) {
   return s;
 }
 
-Status AdminClient::Resize(const v1::VolumeRef& ref, uint64_t new_size_bytes, v1::Volume* out) {
+Status AdminClient::Resize(const v1::VolumeRef& ref, uint64_t new_size_bytes, v1::Volume* out,
+                           uint64_t epoch) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   v1::ResizeVolumeRequest req;
   *req.mutable_volume() = ref;
   req.set_new_size_bytes(new_size_bytes);
+  req.set_epoch(epoch);
   v1::ResizeVolumeResponse resp;
   Status s = FromGrpc(stub_->ResizeVolume(&ctx, req, &resp));
   if (s.ok() && out) *out = resp.volume();

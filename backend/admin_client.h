@@ -38,7 +38,9 @@ class AdminClient {
   Status Delete(const v1::VolumeRef& ref);
   Status List(std::vector<v1::Volume>* out);
   Status Stat(const v1::VolumeRef& ref, v1::Volume* out);
-  Status Resize(const v1::VolumeRef& ref, uint64_t new_size_bytes, v1::Volume* out);
+  // epoch: only for a replica (the owner's resize, ResizeVolumeRequest.epoch); 0 otherwise.
+  Status Resize(const v1::VolumeRef& ref, uint64_t new_size_bytes, v1::Volume* out,
+                uint64_t epoch = 0);
   Status Checksums(const v1::VolumeRef& ref, uint64_t start_block, uint32_t count,
                    std::vector<uint64_t>* out);
 

@@ -408,20 +408,45 @@ Status Store::ListVolumes(std::vector<v1::Volume>* out) {
   return Status::Ok();
 }
 
-Status Store::ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, v1::Volume* out) {
+Status Store::ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, uint64_t epoch,
+                           v1::Volume* out) {
   std::lock_guard admin(admin_mu_);
   auto v = FindVolume(volume_id);
   if (!v) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
+  // Exclusive: the data path's range check reads the size under the shared fence, and an owner's
+  // resize of a replica must be atomic with OpenVolume (no resize of a fenced epoch lands).
   std::lock_guard fence(v->fence);
+  if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
   if (new_size_bytes == 0 || new_size_bytes % kBlockSize != 0 || new_size_bytes > kMaxVolumeBytes) {
     return Status::InvalidArgument(VolumeCtx(volume_id) + ": size " +
                                    std::to_string(new_size_bytes) +
                                    " must be a non-zero multiple of 4096 and at most 2^60");
   }
+  if (!v->meta.replica_uuid().empty()) {
+    if (epoch == 0) {
+      // The replica set's size lives in its metadata on a majority; growing one copy alone
+      // would leave the copies (and the metadata) disagreeing.
+      std::string replicas;
+      for (const auto& r : v->meta.replica_set().replicas())
+        replicas += (replicas.empty() ? "" : ",") + r.address();
+      return Status::FailedPrecondition(
+          VolumeCtx(volume_id) + " is a copy of replicated volume \"" + v->meta.name() +
+          "\": resize it with unbd volume resize " + v->meta.name() + " --replicas " +
+          (replicas.empty() ? "HOST:PORT,..." : replicas) +
+          " (growing one copy alone would make the replicas diverge)");
+    }
+    Status s = CheckEpoch(*v, epoch);
+    if (!s.ok()) return s;
+  }
   if (new_size_bytes < v->meta.size_bytes()) {
     return Status::InvalidArgument(VolumeCtx(volume_id) + ": cannot shrink from " +
                                    std::to_string(v->meta.size_bytes()) + " to " +
                                    std::to_string(new_size_bytes) + " bytes (grow only)");
+  }
+  if (new_size_bytes == v->meta.size_bytes()) {
+    // A retry (an owner re-growing every copy after a crash): the size is durable already.
+    *out = v->meta;
+    return Status::Ok();
   }
   v1::Volume meta = v->meta;
   meta.set_size_bytes(new_size_bytes);
@@ -429,7 +454,9 @@ Status Store::ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, v1::Volu
   if (!s.ok()) return s;
   v->meta = meta;
   *out = meta;
-  spdlog::info("resized volume {} to {}", volume_id, new_size_bytes);
+  spdlog::info("resized volume {} to {}{}", volume_id, new_size_bytes,
+               epoch != 0 && !meta.replica_uuid().empty() ? " at epoch " + std::to_string(epoch)
+                                                          : std::string());
   return Status::Ok();
 }
 

@@ -112,7 +112,13 @@ class Store {
   Status DeleteVolume(uint64_t volume_id);
   Status ListVolumes(std::vector<v1::Volume>* out);
   Status StatVolume(uint64_t volume_id, v1::Volume* out);
-  Status ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, v1::Volume* out);
+  // Grow only (the current size is OK). A replica needs `epoch` == its current epoch (the
+  // owner's resize, fenced like PutReplicaMeta); with epoch 0 it is FAILED_PRECONDITION, naming
+  // the replicated volume and the CLI command that resizes every copy. Plain volumes ignore it.
+  Status ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, uint64_t epoch, v1::Volume* out);
+  Status ResizeVolume(uint64_t volume_id, uint64_t new_size_bytes, v1::Volume* out) {
+    return ResizeVolume(volume_id, new_size_bytes, 0, out);
+  }
   Status ResolveVolume(const v1::VolumeRef& ref, uint64_t* volume_id);
   Status BlockChecksums(uint64_t volume_id, uint64_t start_block, uint32_t count,
                         std::vector<uint64_t>* out);

@@ -179,7 +179,8 @@ grpc::Status VolumeService::ResizeVolume(grpc::ServerContext*, const v1::ResizeV
                                          v1::ResizeVolumeResponse* resp) {
   uint64_t id;
   Status s = store_->ResolveVolume(req->volume(), &id);
-  if (s.ok()) s = store_->ResizeVolume(id, req->new_size_bytes(), resp->mutable_volume());
+  if (s.ok())
+    s = store_->ResizeVolume(id, req->new_size_bytes(), req->epoch(), resp->mutable_volume());
   return ToGrpc(s);
 }
 

@@ -207,6 +207,47 @@ TEST_F(StoreReplicationTest, PutReplicaMetaFencingAndVersions) {
   EXPECT_EQ(all[0].replica_uuid(), "uuid-r");
 }
 
+TEST_F(StoreReplicationTest, ResizeOfAReplicaNeedsTheOwnersEpoch) {
+  const uint64_t r = NewVolume("rv", "uuid-r", /*epoch=*/5);
+  const uint64_t plain = NewVolume("plain", "", /*epoch=*/5);
+  ASSERT_TRUE(store_->PutReplicaMeta(r, 5, Meta(5, 1)).ok());
+  v1::Volume vol;
+  // The plain admin path: refused, naming the replicated volume and how to resize it.
+  Status s = store_->ResizeVolume(r, 16 * kRegion, &vol);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+  EXPECT_NE(s.message().find("is a copy of replicated volume \"rv\": resize it with unbd volume "
+                             "resize rv --replicas 10.0.0.1:7420,10.0.0.2:7420,10.0.0.3:7420"),
+            std::string::npos)
+      << s.ToString();
+  // Fenced like PutReplicaMeta: an older epoch, or one never opened.
+  s = store_->ResizeVolume(r, 16 * kRegion, 4, &vol);
+  EXPECT_NE(s.message().find("epoch 4 is fenced by epoch 5"), std::string::npos) << s.ToString();
+  EXPECT_EQ(store_->ResizeVolume(r, 16 * kRegion, 6, &vol).code(), Code::kFailedPrecondition);
+  ASSERT_TRUE(store_->StatVolume(r, &vol).ok());
+  EXPECT_EQ(vol.size_bytes(), 8 * kRegion);
+  EXPECT_EQ(Do(v1::OP_WRITE, r, 5, 12 * kRegion, 4096).code(), Code::kOutOfRange);
+
+  // The owner's epoch: grown, durable, idempotent; never shrunk.
+  ASSERT_TRUE(store_->ResizeVolume(r, 16 * kRegion, 5, &vol).ok());
+  EXPECT_EQ(vol.size_bytes(), 16 * kRegion);
+  EXPECT_TRUE(store_->ResizeVolume(r, 16 * kRegion, 5, &vol).ok());
+  EXPECT_EQ(store_->ResizeVolume(r, 8 * kRegion, 5, &vol).code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Do(v1::OP_WRITE, r, 5, 12 * kRegion, 4096).ok());
+  EXPECT_EQ(Dirty(r, 0), Regions({12}));
+  ASSERT_TRUE(Reopen().ok());
+  ASSERT_TRUE(store_->StatVolume(r, &vol).ok());
+  EXPECT_EQ(vol.size_bytes(), 16 * kRegion);
+  // A newer owner fences the old one's resize.
+  ASSERT_TRUE(store_->OpenVolume(r, 9, "next", &vol).ok());
+  EXPECT_EQ(store_->ResizeVolume(r, 32 * kRegion, 5, &vol).code(), Code::kFailedPrecondition);
+  EXPECT_TRUE(store_->ResizeVolume(r, 32 * kRegion, 9, &vol).ok());
+
+  // A plain volume resizes as before; the epoch is ignored.
+  EXPECT_TRUE(store_->ResizeVolume(plain, 16 * kRegion, &vol).ok());
+  EXPECT_TRUE(store_->ResizeVolume(plain, 32 * kRegion, 3, &vol).ok());
+  EXPECT_EQ(vol.size_bytes(), 32 * kRegion);
+}
+
 TEST_F(StoreReplicationTest, PutReplicaMetaBadInput) {
   const uint64_t plain = NewVolume("plain", "");
   Status s = store_->PutReplicaMeta(plain, 1, Meta(1, 1));
