@@ -144,13 +144,10 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
     }
     return Status::Unavailable(msg);
   }
-  // Replicas of one volume must agree on its size; metadata reconciliation (replica_meta) will
-  // repair a disagreement, until then refuse rather than serve a volume of uncertain size.
-  if (std::adjacent_find(sizes.begin(), sizes.end(), std::not_equal_to<>()) != sizes.end()) {
-    return Status::FailedPrecondition(
-        ctx + ": replicas disagree on the volume size: " + Describe(replicas, out->replicas));
-  }
-  out->size_bytes = sizes.front();
+  // Copies may differ in size: an owner commits a resize in the metadata before it grows them,
+  // and an out copy grows when it returns. The owner takes the metadata's size and grows the
+  // smaller copies (ReplicatedVolume::Open); this is only the largest one seen.
+  out->size_bytes = *std::max_element(sizes.begin(), sizes.end());
   spdlog::info("{}", ctx);
   return Status::Ok();
 }

@@ -61,11 +61,11 @@ struct QuorumOpenResult {
   uint64_t epoch = 0;                       // the proposed ballot
   size_t accepted = 0;                      // replicas that promised it
   std::vector<ReplicaOpenResult> replicas;  // same order as the replica list
-  uint64_t size_bytes = 0;                  // agreed by the accepting replicas
+  uint64_t size_bytes = 0;                  // the largest among the accepting replicas
 };
 
 // Opens the volume on `replicas` (all RPCs in parallel). OK only if a majority of
-// replicas.size() promised the epoch and agree on the size; otherwise FAILED_PRECONDITION (fenced
+// replicas.size() promised the epoch; otherwise FAILED_PRECONDITION (fenced
 // by a higher or racing epoch) or UNAVAILABLE (too few replicas answered), with every replica's
 // answer in the message. `*out` is filled either way.
 Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOptions& options,

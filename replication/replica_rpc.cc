@@ -99,6 +99,26 @@ Status ReplicaRpc::Delete(uint64_t volume_id) {
   return backend::FromGrpc(admin_->DeleteVolume(&ctx, req, &resp));
 }
 
+Status ReplicaRpc::Grow(uint64_t volume_id, uint64_t size_bytes, uint64_t epoch, v1::Volume* out) {
+  grpc::ClientContext ctx;
+  Arm(&ctx);
+  v1::ResizeVolumeRequest req;
+  req.mutable_volume()->set_id(volume_id);
+  req.set_new_size_bytes(size_bytes);
+  req.set_epoch(epoch);
+  v1::ResizeVolumeResponse resp;
+  Status s = backend::FromGrpc(admin_->ResizeVolume(&ctx, req, &resp));
+  // The server refuses a shrink with INVALID_ARGUMENT "cannot shrink": the copy is larger already.
+  if (s.code() == Status::Code::kInvalidArgument &&
+      s.message().find("cannot shrink") != std::string::npos) {
+    v1::VolumeRef ref;
+    ref.set_id(volume_id);
+    return Stat(ref, out);
+  }
+  if (s.ok() && out) *out = resp.volume();
+  return s;
+}
+
 Status ReplicaRpc::Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint32_t length,
                         std::string* out, uint64_t generation) {
   grpc::ClientContext ctx;

@@ -56,6 +56,10 @@ class ReplicaRpc {
   Status Create(const std::string& name, uint64_t size_bytes, const std::string& uuid,
                 v1::Volume* out);
   Status Delete(uint64_t volume_id);
+  // Grows the copy to `size_bytes` as the owner of `epoch` (the server refuses a replica's
+  // resize without the current epoch). A copy at least that large already is OK: it only got
+  // there through an owner's committed resize, and nothing was written past the committed size.
+  Status Grow(uint64_t volume_id, uint64_t size_bytes, uint64_t epoch, v1::Volume* out = nullptr);
 
   // Data requests: `generation` is the server generation from Open (0 = unchecked); a server
   // that restarted after a crash since refuses it (IsGenerationGone).

@@ -20,6 +20,9 @@ const char* ReplicaStateName(ReplicaState s) {
 
 namespace {
 
+// The server's bound on a volume's size (backend/store.cc).
+constexpr uint64_t kMaxVolumeBytes = 1ull << 60;
+
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -217,6 +220,8 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   }
   v->progress_.resize(set.size());
   for (size_t i = 0; i < set.size(); ++i) v->progress_[i].target = set[i].target;
+  s = v->GrowSmallerCopies(res, adopted, &healthy, &outs, &restarted);
+  if (!s.ok()) return s;
   if (healthy.size() < Majority(set.size())) {
     return Status::Unavailable("volume \"" + v->name_ + "\" epoch " + std::to_string(v->epoch_) +
                                ": only " + std::to_string(healthy.size()) + " of " +
@@ -298,6 +303,52 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     v->prober_ = std::thread([p = v.get()] { p->ProbeLoop(); });
   }
   *out = std::move(v);
+  return Status::Ok();
+}
+
+Status ReplicatedVolume::GrowSmallerCopies(const QuorumOpenResult& open,
+                                           const v1::ReplicaSetMeta& adopted,
+                                           std::vector<size_t>* healthy, std::vector<size_t>* outs,
+                                           std::vector<size_t>* restarted) {
+  // A previous owner died between committing a resize and growing every copy, or a copy was out
+  // during the resize: grow it before anything reads or writes past its old end.
+  std::vector<size_t> grow;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    const ReplicaOpenResult& r = open.replicas[i];
+    if (r.status.ok() && r.response.replica_uuid() == adopted.replicas(i).uuid() &&
+        r.response.size_bytes() < size_bytes_)
+      grow.push_back(i);
+  }
+  std::vector<Status> results(grow.size());
+  ForEachParallel(grow.size(), [&](size_t k) {
+    const Replica& r = *replicas_[grow[k]];
+    results[k] = r.rpc->Grow(r.volume_id, size_bytes_, epoch_);
+  });
+  for (size_t k = 0; k < grow.size(); ++k) {
+    const size_t p = grow[k];
+    const uint64_t had = open.replicas[p].response.size_bytes();
+    if (IsFenced(results[k])) return results[k];
+    if (results[k].ok()) {
+      spdlog::info(
+          "volume \"{}\" epoch {}: replica {} ({}) grown from {} to {} bytes (the "
+          "metadata's size)",
+          name_, epoch_, p, replicas_[p]->rpc->target(), had, size_bytes_.load());
+      continue;
+    }
+    auto h = std::find(healthy->begin(), healthy->end(), p);
+    if (h == healthy->end()) continue;  // out already: its resync grows it
+    // A healthy copy it cannot grow cannot take writes past its end: out, resynced later.
+    spdlog::warn(
+        "volume \"{}\" epoch {}: replica {} ({}) starts out: growing it from {} to {} "
+        "bytes failed: {}",
+        name_, epoch_, p, replicas_[p]->rpc->target(), had, size_bytes_.load(),
+        results[k].ToString());
+    healthy->erase(h);
+    restarted->erase(std::remove(restarted->begin(), restarted->end(), p), restarted->end());
+    outs->push_back(p);
+    replicas_[p]->state = ReplicaState::kOut;
+  }
+  std::sort(outs->begin(), outs->end());
   return Status::Ok();
 }
 
@@ -1064,6 +1115,102 @@ void ReplicatedVolume::ProbeLoop() {
       if (!s.ok()) spdlog::info("volume \"{}\": resync probe: {}", name_, s.ToString());
     }
   }
+}
+
+Status ReplicatedVolume::Resize(uint64_t new_size_bytes, std::vector<Status>* per_replica) {
+  const std::string ctx = "volume \"" + name_ + "\" epoch " + std::to_string(epoch_) +
+                          ": resize to " + std::to_string(new_size_bytes) + " bytes";
+  if (new_size_bytes == 0 || new_size_bytes % 4096 != 0 || new_size_bytes > kMaxVolumeBytes) {
+    return Status::InvalidArgument(ctx +
+                                   ": the size must be a non-zero multiple of 4096 and at "
+                                   "most 2^60");
+  }
+  // Serialized with the resync and replace-replica: a copier sizes its region list, and a full
+  // rebuild or a replacement its new copy, from size_bytes_.
+  std::lock_guard serial(resync_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (!fenced_.ok()) return fenced_;
+  }
+  const uint64_t old_size = size_bytes_;
+  if (new_size_bytes < old_size) {
+    return Status::InvalidArgument(ctx + ": cannot shrink from " + std::to_string(old_size) +
+                                   " bytes (grow only)");
+  }
+  // The size is committed on a majority before any copy grows: an owner that dies in between
+  // leaves copies smaller than the metadata, which the next open grows (GrowSmallerCopies);
+  // copies grown first would instead leave a size no majority knows.
+  if (meta_->committed().size_bytes() < new_size_bytes) {
+    Status s = meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
+      m->set_size_bytes(new_size_bytes);
+      return Status::Ok();
+    });
+    if (IsFenced(s)) {
+      FailIncarnation(s);
+      return s;
+    }
+    if (!s.ok()) {
+      return Status::Unavailable(ctx + ": committing the new size on a majority: " + s.ToString());
+    }
+  }
+  size_bytes_ = new_size_bytes;
+
+  std::vector<size_t> targets;
+  std::vector<uint64_t> volume_ids;
+  std::vector<bool> healthy;
+  std::vector<Status> results(replicas_.size());
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      if (replicas_[i]->state == ReplicaState::kOut) {
+        results[i] = Status::Unavailable("out: grown when its resync brings it back");
+        continue;
+      }
+      targets.push_back(i);
+      volume_ids.push_back(replicas_[i]->volume_id);
+      healthy.push_back(replicas_[i]->state == ReplicaState::kHealthy);
+    }
+  }
+  ForEachParallel(targets.size(), [&](size_t k) {
+    results[targets[k]] = replicas_[targets[k]]->rpc->Grow(volume_ids[k], new_size_bytes, epoch_);
+  });
+  if (per_replica) *per_replica = results;
+  std::vector<size_t> failed;
+  std::string why;
+  for (size_t k = 0; k < targets.size(); ++k) {
+    const size_t p = targets[k];
+    const Status& r = results[p];
+    if (r.ok()) continue;
+    if (IsFenced(r)) {
+      FailIncarnation(r);
+      return r;
+    }
+    const std::string reason =
+        "growing its copy to " + std::to_string(new_size_bytes) + " bytes failed: " + r.ToString();
+    if (healthy[k]) {
+      failed.push_back(p);
+      why += (why.empty() ? "" : "; ") + replicas_[p]->rpc->target() + ": " + r.ToString();
+    } else {
+      DemoteRebuilding(p, UINT64_MAX, 0, reason, /*lost=*/false);
+    }
+  }
+  if (!failed.empty()) {
+    // A healthy copy smaller than the volume would refuse the writes past its end: out now, and
+    // its resync grows it.
+    Status s = MarkOut(failed, UINT64_MAX, 0, "resize: " + why);
+    if (IsFenced(s)) {
+      FailIncarnation(s);
+      return s;
+    }
+    if (!s.ok()) {
+      return Status::Unavailable(ctx + ": committed, but growing the copies failed (" + why +
+                                 ") and they could not be marked out: " + s.ToString() +
+                                 "; the next open grows them");
+    }
+  }
+  spdlog::info("volume \"{}\" epoch {}: resized from {} to {} bytes ({} of {} copies grown)", name_,
+               epoch_, old_size, new_size_bytes, targets.size() - failed.size(), replicas_.size());
+  return Status::Ok();
 }
 
 Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,

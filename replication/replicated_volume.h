@@ -153,9 +153,20 @@ class ReplicatedVolume {
   // as REBUILDING(full); ResyncOut() (or the next owner) rebuilds it.
   Status ReplaceReplica(const std::string& old_target, const std::string& new_target);
 
+  // Grows the volume to `new_size_bytes` (a multiple of 4096, at most 2^60; the current size
+  // is OK, smaller is INVALID_ARGUMENT). First the new size is committed in the metadata on a
+  // majority, then every healthy and rebuilding copy is grown at this owner's epoch; an out
+  // replica is grown by its resync when it returns, and a copy the next open finds smaller than
+  // the metadata is grown then. A healthy copy that cannot be grown is marked out. OK means
+  // size_bytes() is the new size and writes up to it work. `per_replica` (by replica index): OK
+  // for the copies grown, the reason for the others.
+  // The caller must not write past the old end before this returns. A ublk device keeps the
+  // size it was added with (Linux 6.1): re-add it to see the new size.
+  Status Resize(uint64_t new_size_bytes, std::vector<Status>* per_replica = nullptr);
+
   void set_quorum_wait(std::chrono::milliseconds wait) { options_.quorum_wait = wait; }
   uint64_t epoch() const { return epoch_; }
-  uint64_t size_bytes() const { return size_bytes_; }
+  uint64_t size_bytes() const { return size_bytes_.load(); }
   uint64_t region_bytes() const { return region_bytes_; }
   const std::string& name() const { return name_; }
   std::vector<ReplicaState> states() const;
@@ -195,6 +206,12 @@ class ReplicatedVolume {
   ReplicatedVolume() = default;
   // Copies `unstable` from healthy replica `source` to the other healthy ones, flushes them and
   // clears their unstable sets.
+  // At open: grows every accepting copy that is smaller than the adopted metadata's size (a
+  // previous owner died before growing it, or it was out during the resize). A healthy one that
+  // cannot be grown moves from `healthy` (and `restarted`) to `outs`.
+  Status GrowSmallerCopies(const QuorumOpenResult& open, const v1::ReplicaSetMeta& adopted,
+                           std::vector<size_t>* healthy, std::vector<size_t>* outs,
+                           std::vector<size_t>* restarted);
   Status Reconcile(const std::vector<size_t>& healthy, size_t source,
                    const std::vector<uint64_t>& unstable);
   Status FanOut(FanOutOp op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
@@ -233,7 +250,7 @@ class ReplicatedVolume {
 
   ReplicatedVolumeOptions options_;
   uint64_t epoch_ = 0;
-  uint64_t size_bytes_ = 0;
+  std::atomic<uint64_t> size_bytes_{0};  // grows in Resize while I/O runs
   uint64_t region_bytes_ = 1 << 20;
   uint32_t max_io_bytes_ = 1 << 20;
   std::string name_;

@@ -143,6 +143,18 @@ Status ResyncJob::Prepare(bool* full) {
   s = rpc.Open(vid, v.epoch_, v.options_.client_id, &opened);
   if (!s.ok()) return Status::Unavailable("re-open at epoch " + std::to_string(v.epoch_) + ": " +
                                           s.ToString());
+  // The volume grew while it was out (Resize holds resync_mu_ like us, so the size is stable):
+  // the copy must take the writes and copies past its old end.
+  const uint64_t size = v.size_bytes_;
+  if (opened.size_bytes() < size) {
+    s = rpc.Grow(vid, size, v.epoch_);
+    if (IsFenced(s)) return s;
+    if (!s.ok())
+      return Status::Unavailable("grow from " + std::to_string(opened.size_bytes()) + " to " +
+                                 std::to_string(size) + " bytes: " + s.ToString());
+    spdlog::info("volume \"{}\": {} volume {} grown from {} to {} bytes before its resync", v.name_,
+                 rpc.target(), vid, opened.size_bytes(), size);
+  }
   // The generation its unflushed copies live at: this owner's last (re-)open of it, else the one
   // a previous owner's resync recorded (it did not answer this owner's open).
   const uint64_t copies_at =
