@@ -1,8 +1,10 @@
 // `unbd volume create|list|stat|delete|resize --server HOST:PORT [--json]`: volume administration
 // on one unbd-server through backend::AdminClient.
-// Replicated volumes (docs/replication.md): `unbd volume create NAME --size S --replicas a:p,b:p,c:p`,
-// `unbd volume status NAME --replicas ... [--json]` and
-// `unbd volume replace-replica NAME OLD NEW --replicas ...`, through replication/, and
+// Replicated volumes (docs/replication.md), through replication/:
+// `unbd volume create NAME --size S --replicas a:p,b:p,c:p`,
+// `unbd volume status NAME --replicas ... [--json]`,
+// `unbd volume replace-replica NAME OLD NEW --replicas ...`,
+// `unbd volume resize NAME --size S --replicas ...` and
 // `unbd volume verify NAME --replicas ...` (are the copies identical, block by block?).
 #include <algorithm>
 #include <cstdio>
@@ -276,6 +278,56 @@ Status VerifyReplicas(const std::vector<std::string>& targets, const std::string
   return Status::Ok();
 }
 
+// `volume resize NAME --replicas ...`: as a short-lived owner, like replace-replica.
+void ResizeReplicated(const VolumeOptions& opts, uint64_t size) {
+  const auto targets = RequireReplicas(opts);
+  std::unique_ptr<replication::ReplicatedVolume> v;
+  replication::ReplicatedVolumeOptions o;
+  o.client_id = "cli/resize/" + replication::NewReplicaUuid();
+  o.rpc_timeout = std::chrono::milliseconds(opts.timeout_ms);
+  o.quorum_wait = std::chrono::milliseconds(opts.timeout_ms);
+  CheckReplicated(
+      replication::ReplicatedVolume::Open(Resolve(targets, opts.volume, opts.timeout_ms), o, &v),
+      "open \"" + opts.volume + "\"");
+  const uint64_t old_size = v->size_bytes();
+  std::vector<Status> per_replica;
+  CheckReplicated(v->Resize(size, &per_replica), "resize \"" + opts.volume + "\"");
+  const auto addrs = v->replica_addrs();
+  const auto states = v->states();
+  if (opts.json) {
+    nlohmann::json reps = nlohmann::json::array();
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      nlohmann::json r = {{"address", addrs[i].target},
+                          {"volume_id", addrs[i].volume_id},
+                          {"state", replication::ReplicaStateName(states[i])},
+                          {"grown", i < per_replica.size() && per_replica[i].ok()}};
+      if (i < per_replica.size() && !per_replica[i].ok()) r["error"] = per_replica[i].ToString();
+      reps.push_back(r);
+    }
+    std::printf("%s\n", nlohmann::json{{"name", opts.volume},
+                                       {"old_size_bytes", old_size},
+                                       {"size_bytes", v->size_bytes()},
+                                       {"epoch", v->epoch()},
+                                       {"config_version", v->meta().config_version()},
+                                       {"replicas", reps}}
+                            .dump(2)
+                            .c_str());
+    return;
+  }
+  std::printf("volume \"%s\": resized from %s to %s (%llu bytes)\n", opts.volume.c_str(),
+              HumanSize(old_size).c_str(), HumanSize(v->size_bytes()).c_str(),
+              static_cast<unsigned long long>(v->size_bytes()));
+  for (size_t i = 0; i < addrs.size(); ++i) {
+    const bool grown = i < per_replica.size() && per_replica[i].ok();
+    std::printf("  %s volume %llu: %s\n", addrs[i].target.c_str(),
+                static_cast<unsigned long long>(addrs[i].volume_id),
+                grown ? "grown"
+                      : (std::string(replication::ReplicaStateName(states[i])) + ", not grown: " +
+                         (i < per_replica.size() ? per_replica[i].ToString() : "?"))
+                            .c_str());
+  }
+}
+
 }  // namespace
 
 void RegisterVolumeCommands(CLI::App& app) {
@@ -376,12 +428,26 @@ void RegisterVolumeCommands(CLI::App& app) {
     }
   });
 
-  CLI::App* resize = vol->add_subcommand("resize", "Grow a volume");
-  resize->add_option("volume", opts->volume, "Volume name or id")->required();
+  CLI::App* resize = vol->add_subcommand(
+      "resize",
+      "Grow a volume. A plain volume: on --server. A replicated volume: --replicas; this opens "
+      "it as its owner, which fences a current owner (detach the device first: a ublk device "
+      "cannot change size while attached), commits the new size on a majority and grows every "
+      "copy; one that is out grows when it is resynced");
+  resize->add_option("volume", opts->volume, "Volume name or id (name with --replicas)")
+      ->required();
   resize->add_option("--size", opts->size, "New size, e.g. 20G (grow only)")->required();
+  resize->add_option("--replicas", opts->replicas,
+                     "Replicated volume: its servers, HOST:PORT,HOST:PORT,...");
+  resize->add_option("--timeout-ms", opts->timeout_ms, "Per-replica RPC timeout (--replicas)")
+      ->capture_default_str();
   add_common(resize);
   resize->callback([opts] {
     const uint64_t size = RequireSize(*opts);
+    if (!opts->replicas.empty()) {
+      ResizeReplicated(*opts, size);
+      return;
+    }
     backend::AdminClient c(opts->server);
     v1::Volume v;
     Check(c.Resize(backend::ParseVolumeRef(opts->volume), size, &v), *opts);

@@ -1,6 +1,7 @@
 #!/bin/sh
-# `unbd volume create --replicas`, `unbd volume status` and `unbd volume replace-replica` against
-# four real unbd-servers: exit codes 0 healthy / 1 degraded / 2 no majority, --json, bad input.
+# `unbd volume create --replicas`, `unbd volume status`, `unbd volume replace-replica` and
+# `unbd volume resize --replicas` against four real unbd-servers: exit codes 0 healthy /
+# 1 degraded / 2 no majority, --json, bad input; the plain resize of one copy refused.
 # Usage: cli_replication_test.sh UNBD_BIN UNBD_SERVER_BIN
 set -eu
 unbd=$1 server=$2
@@ -86,4 +87,41 @@ grep -q "\"address\": \"$(addr 4)\"" "$dir/json" || fail "metadata names the new
 "$unbd" volume replace-replica v "$(addr 4)" "$(addr 3)" --replicas "$new" >"$dir/out" 2>&1 \
   && fail "replace onto a server that still holds a copy named v accepted"
 grep -q 'already exists' "$dir/out" || fail "existing copy message: $(cat "$dir/out")"
+
+# Resize: one copy alone is refused by its server (the message says how), the whole volume grows.
+"$unbd" volume create g --size 64M --replicas "$reps" >/dev/null || fail "create g"
+set +e
+"$unbd" volume resize g --size 128M --server "$(addr 1)" 2>"$dir/err"; rc=$?
+set -e
+[ $rc -eq 1 ] || fail "plain resize of a copy: exit $rc"
+grep -q "is a copy of replicated volume \"g\": resize it with unbd volume resize g --replicas $reps" "$dir/err" \
+  || fail "plain resize message: $(cat "$dir/err")"
+"$unbd" volume stat g --server "$(addr 1)" --json | grep -q '"size_bytes": 67108864' \
+  || fail "the refused resize changed the copy"
+set +e
+"$unbd" volume resize g --size 32M --replicas "$reps" 2>"$dir/err"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "shrink: exit $rc"
+grep -q 'cannot shrink' "$dir/err" || fail "shrink message: $(cat "$dir/err")"
+"$unbd" volume resize g --size 128M --replicas "$reps" >"$dir/out" || fail "resize: $(cat "$dir/out")"
+grep -q 'volume "g": resized from 64.0 MiB to 128.0 MiB (134217728 bytes)' "$dir/out" \
+  || fail "resize output: $(cat "$dir/out")"
+[ "$(grep -c ': grown$' "$dir/out")" = 3 ] || fail "3 copies grown: $(cat "$dir/out")"
+for n in 1 2 3; do
+  "$unbd" volume stat g --server "$(addr $n)" --json | grep -q '"size_bytes": 134217728' \
+    || fail "copy on server $n not grown"
+done
+"$unbd" volume status g --replicas "$reps" >"$dir/out" || fail "status after resize"
+grep -q 'size:     128.0 MiB' "$dir/out" || fail "status size: $(cat "$dir/out")"
+# One replica down: the majority commits and grows; the returning copy grows at the next open.
+stop 3
+"$unbd" volume resize g --size 192M --replicas "$reps" --timeout-ms 1000 --json >"$dir/json" \
+  || fail "resize with one replica down: $(cat "$dir/json")"
+grep -q '"size_bytes": 201326592' "$dir/json" || fail "resize json: $(cat "$dir/json")"
+[ "$(grep -c '"grown": true' "$dir/json")" = 2 ] || fail "2 of 3 grown: $(cat "$dir/json")"
+start 3 "$(port 3)"
+"$unbd" volume resize g --size 192M --replicas "$reps" >"$dir/out" || fail "resize again: $(cat "$dir/out")"
+"$unbd" volume stat g --server "$(addr 3)" --json | grep -q '"size_bytes": 201326592' \
+  || fail "the returning copy did not grow at the next open"
+"$unbd" volume verify g --replicas "$reps" >/dev/null || fail "verify after the resizes"
 echo PASS
