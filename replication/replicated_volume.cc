@@ -372,6 +372,9 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t so
       Status s = CopyRange({src.rpc.get(), src.volume_id, src.generation},
                            {dst.rpc.get(), dst.volume_id, dst.generation}, epoch_, off, len,
                            max_io_bytes_, out_mask, &copied);
+      // A racing opener won meanwhile: fenced, so the caller does not retry in a new round (that
+      // would fence the winner), and not a replica failure.
+      if (IsFenced(s)) return s;
       if (!s.ok()) return Status::Unavailable("reconcile region " + std::to_string(r) + " from " +
                                               src.rpc->target() + ": " + s.ToString());
     }

@@ -44,11 +44,14 @@ Status CopyRange(const CopyEnd& src, const CopyEnd& dst, uint64_t epoch, uint64_
   for (uint64_t done = 0; done < length;) {
     const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(max_io_bytes, length - done));
     Status s = src.rpc->Read(src.volume_id, epoch, offset + done, piece, &data, src.generation);
+    // Fenced stays fenced (a newer owner, not a failed replica): callers stop instead of retrying.
+    if (!s.ok() && IsFenced(s)) return s;
     if (!s.ok()) return Status::Unavailable("read " + src.rpc->target() + ": " + s.ToString());
     s = AllZero(data) ? dst.rpc->Zero(dst.volume_id, epoch, offset + done, piece,
                                       /*discard=*/true, out_mask, dst.generation)
                       : dst.rpc->Write(dst.volume_id, epoch, offset + done, data, false, out_mask,
                                        dst.generation);
+    if (!s.ok() && IsFenced(s)) return s;
     if (!s.ok()) return Status::Aborted("write " + dst.rpc->target() + ": " + s.ToString());
     done += piece;
     *copied += piece;
@@ -300,9 +303,11 @@ Status ResyncJob::Copy(bool full) {
     for (const CopyEnd& src : sources) {
       cs = CopyRange(src, {&dst, dst_vid, dst_generation}, v.epoch_, off, len, v.max_io_bytes_, 0,
                      &prog.copied_bytes);
-      if (cs.ok() || cs.code() == Status::Code::kAborted) break;  // Aborted: the target failed
+      // Aborted: the target failed; fenced: no source will do better.
+      if (cs.ok() || cs.code() == Status::Code::kAborted || IsFenced(cs)) break;
     }
     v.locks_.Unlock(r);
+    if (IsFenced(cs)) return cs;
     if (IsGenerationGone(cs)) DestinationLost();
     if (!cs.ok()) return Status::Unavailable("region " + std::to_string(r) + ": " + cs.ToString());
     copied_regions.push_back(r);

@@ -151,6 +151,23 @@ class VerifiedWriters {
   std::vector<std::thread> threads_;
 };
 
+// A copy (reconciliation, resync) at an epoch a newer owner has fenced reports "fenced", not a
+// replica failure: the open that copies then fails for good instead of retrying in a new round,
+// which would fence the owner that won.
+TEST_F(ResyncTest, CopyAtAFencedEpochSaysFenced) {
+  std::unique_ptr<ReplicatedVolume> old_owner, new_owner;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("old"), &old_owner).ok());
+  ASSERT_TRUE(old_owner->Write(0, std::string(8192, 'o')).ok());
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("new"), &new_owner).ok());
+  ReplicaRpc src(replicas_[0].target, std::chrono::milliseconds(2000));
+  ReplicaRpc dst(replicas_[1].target, std::chrono::milliseconds(2000));
+  uint64_t copied = 0;
+  const Status s = CopyRange({&src, replicas_[0].volume_id, 0}, {&dst, replicas_[1].volume_id, 0},
+                             old_owner->epoch(), 0, 8192, 1 << 20, 0, &copied);
+  EXPECT_TRUE(IsFenced(s)) << s.ToString();
+  EXPECT_EQ(copied, 0u);
+}
+
 TEST_F(ResyncTest, KillOneThenIncrementalResyncCopiesOnlyTheDirtyRegions) {
   std::unique_ptr<ReplicatedVolume> vol;
   ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
