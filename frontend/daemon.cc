@@ -143,6 +143,11 @@ class Daemon {
     if (!s.ok()) return Fail(s);
     s = ctrl_->StartDevice(state_.dev_id, getpid());
     if (!s.ok()) return Fail(s);
+    // Another owner may have opened the volume while this one started (two `unbd add` racing):
+    // then every request already fails, starting with the partition scan. Say so and remove the
+    // device instead of leaving a LIVE device that can do nothing.
+    s = target_->Health();
+    if (!s.ok()) return Fail(Status::FailedPrecondition("volume lost to a newer owner while starting: " + s.ToString()));
     ApplyIoScheduler(state_.dev_id, cfg.io_scheduler);
     state_.daemon_pid = getpid();
     state_.epoch = target_->epoch();

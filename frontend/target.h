@@ -76,6 +76,9 @@ class Target {
   // targets).
   virtual uint64_t epoch() const { return 0; }
   virtual uint64_t volume_id() const { return 0; }
+  // Not OK once this incarnation can serve no more I/O (a newer owner fenced it): `add` checks it
+  // after START_DEV, whose partition scan is the device's first I/O.
+  virtual Status Health() const { return Status::Ok(); }
 };
 
 // What the previous incarnation knew (recovery): a remote target first tries to open volume

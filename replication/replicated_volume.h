@@ -165,6 +165,11 @@ class ReplicatedVolume {
   Status Resize(uint64_t new_size_bytes, std::vector<Status>* per_replica = nullptr);
 
   void set_quorum_wait(std::chrono::milliseconds wait) { options_.quorum_wait = wait; }
+  // Not OK once a replica reported a newer owner: every request of this incarnation fails.
+  Status fenced() const {
+    std::lock_guard lock(mu_);
+    return fenced_;
+  }
   uint64_t epoch() const { return epoch_; }
   uint64_t size_bytes() const { return size_bytes_.load(); }
   uint64_t region_bytes() const { return region_bytes_; }

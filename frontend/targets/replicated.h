@@ -56,6 +56,7 @@ class ReplicatedTarget : public Target {
   uint64_t epoch() const override { return volume_->epoch(); }
   // Ids are per server; recovery never reuses them (it always re-runs the quorum open).
   uint64_t volume_id() const override { return 0; }
+  Status Health() const override { return volume_->fenced(); }
 
   replication::ReplicatedVolume* volume() const { return volume_.get(); }
   // How long I/O waits for a majority, and reads for any healthy replica (--retry-deadline-ms).
