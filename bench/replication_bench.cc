@@ -71,6 +71,8 @@ class Server {
     std::filesystem::create_directories(dir_);
     const std::string ports = dir_ + "/ports";
     std::filesystem::remove(ports);
+    // The child's freopen would flush a copy of whatever stdout still buffers: print it once.
+    std::fflush(stdout);
     pid_ = fork();
     if (pid_ == 0) {
       const std::string log = dir_ + "/server.log";
