@@ -9,7 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential cmake ninja-build pkg-config ca-certificates \
         liburing-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
         librocksdb-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev \
-        libgtest-dev libgmock-dev libnbd-dev libssl-dev \
+        libgtest-dev libgmock-dev libnbd-dev libssl-dev libisal-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
