@@ -897,13 +897,23 @@ size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, uint6
     *failed = fenced_;
     return 0;
   }
+  // ReadableSources() without its vectors (this runs for every read of every queue): healthy
+  // replicas, trusted ones first, and the ones that may lack acknowledged writes only when no
+  // other healthy replica is left.
+  bool any_kept = false;
+  for (const auto& r : replicas_) any_kept |= r->state == ReplicaState::kHealthy && !r->lost_writes;
   size_t n = 0;
-  for (size_t i : ReadableSources()) {
-    order[n] = static_cast<uint8_t>(i);
-    volume_ids[n] = replicas_[i]->volume_id;
-    generations[n] = replicas_[i]->generation;
-    *trusted += !replicas_[i]->suspect;
-    ++n;
+  for (const bool suspects : {false, true}) {
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      const Replica& r = *replicas_[i];
+      if (r.state != ReplicaState::kHealthy || r.suspect != suspects) continue;
+      if (any_kept && r.lost_writes) continue;
+      order[n] = static_cast<uint8_t>(i);
+      volume_ids[n] = r.volume_id;
+      generations[n] = r.generation;
+      *trusted += !r.suspect;
+      ++n;
+    }
   }
   return n;
 }
