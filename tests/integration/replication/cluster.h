@@ -4,6 +4,7 @@
 // checksums, reads served.
 #pragma once
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -112,6 +113,26 @@ class Cluster : public ::testing::Test {
     const size_t at = page.find("\n" + series);
     EXPECT_NE(at, std::string::npos) << "no " << series << "on server " << i;
     return at == std::string::npos ? 0 : std::stoull(page.substr(at + 1 + series.size()));
+  }
+  // Runs `reads` (which must issue at least `at_least` reads of volume `name`) and checks that
+  // replica `slow` served under a tenth of them (the read choice avoids a slow replica).
+  template <typename Reads>
+  void ExpectFewReadsFromSlowReplica(const std::string& name, int slow, uint64_t at_least,
+                                     Reads reads) {
+    const int n = static_cast<int>(servers_.size());
+    std::vector<uint64_t> served(n);
+    for (int i = 0; i < n; ++i) served[i] = ReadsServed(i, name);
+    reads();
+    uint64_t total = 0;
+    std::string line;
+    for (int i = 0; i < n; ++i) {
+      served[i] = ReadsServed(i, name) - served[i];
+      total += served[i];
+      line += " " + std::to_string(served[i]) + (i == slow ? " (slow)" : "");
+    }
+    std::printf("reads served:%s\n", line.c_str());
+    EXPECT_GE(total, at_least);  // more if a read failed over to another replica
+    EXPECT_LT(served[slow], total / 10) << "the slow replica served " << served[slow] << " of " << total;
   }
   std::vector<uint64_t> Regions(int i, const std::string& name, uint32_t set) {
     std::vector<uint64_t> out;
