@@ -1,5 +1,6 @@
 #include "backend/stream_server.h"
 
+#include <functional>
 #include <thread>
 
 #include <grpc/support/time.h>
@@ -81,40 +82,35 @@ class StreamCall {
     }
     if (service_->holds_writes() && service_->HoldsBatch(in_)) {
       // Test hook (--test-hold-writes-file): the batch waits on a thread of its own, exactly like
-      // a batch waiting for a WAL sync, and comes back through the alarm. Sleeping here would
-      // stall every stream of this completion queue; a timer re-armed on the queue every 10 ms
-      // would work too but adds a state to this call for a test-only path.
-      step_ = Step::kApplied;
-      server_->RunOffQueue([this] {
+      // a batch waiting for a WAL sync. Sleeping here would stall every stream of this completion
+      // queue; a timer re-armed on the queue every 10 ms would work too but adds a state to this
+      // call for a test-only path.
+      return ApplyOffQueue([this] {
         service_->WaitWhileHeld([this] { return service_->HoldsBatch(in_); });
-        applied_ = service_->ApplyBatch(in_, &out_, &ops_);
-        applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);
       });
-      return;
     }
     if (service_->read_delay().count() > 0 && HasRead(in_)) {
-      // Test hook (--test-read-delay-us): a slow replica. Off this thread, as above, so only
-      // this stream's batch waits.
-      step_ = Step::kApplied;
-      server_->RunOffQueue([this] {
-        std::this_thread::sleep_for(service_->read_delay());
-        applied_ = service_->ApplyBatch(in_, &out_, &ops_);
-        applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);
-      });
-      return;
+      // Test hook (--test-read-delay-us): a slow replica; only this stream's batch waits.
+      return ApplyOffQueue([this] { std::this_thread::sleep_for(service_->read_delay()); });
     }
     if (NeedsWalSync(in_)) {
-      // Applied off this thread: a WAL sync takes milliseconds, and meanwhile the other streams
-      // on this queue keep running and their FLUSH/FUA batches join the same group commit.
-      step_ = Step::kApplied;
-      server_->RunOffQueue([this] {
-        applied_ = service_->ApplyBatch(in_, &out_, &ops_);
-        applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);  // fires at once
-      });
-      return;
+      // A WAL sync takes milliseconds: meanwhile the other streams on this queue keep running
+      // and their FLUSH/FUA batches join the same group commit.
+      return ApplyOffQueue([] {});
     }
     applied_ = service_->ApplyBatch(in_, &out_, &ops_);
     SendCompletions();
+  }
+
+  // Applies the batch on a thread of its own after `wait`; the result comes back to this queue's
+  // thread through the alarm (set in the past, it fires at once) as Step::kApplied.
+  void ApplyOffQueue(std::function<void()> wait) {
+    step_ = Step::kApplied;
+    server_->RunOffQueue([this, wait = std::move(wait)] {
+      wait();
+      applied_ = service_->ApplyBatch(in_, &out_, &ops_);
+      applied_alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), this);
+    });
   }
 
   void SendCompletions() {
