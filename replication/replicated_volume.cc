@@ -897,9 +897,20 @@ size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, uint6
     *failed = fenced_;
     return 0;
   }
-  // ReadableSources() without its vectors (this runs for every read of every queue): healthy
-  // replicas, trusted ones first, and the ones that may lack acknowledged writes only when no
-  // other healthy replica is left.
+  const size_t n = ReadableSources(order);
+  for (size_t k = 0; k < n; ++k) {
+    const Replica& r = *replicas_[order[k]];
+    volume_ids[k] = r.volume_id;
+    generations[k] = r.generation;
+    *trusted += !r.suspect;
+  }
+  return n;
+}
+
+size_t ReplicatedVolume::ReadableSources(uint8_t* order) const {
+  // Healthy replicas, trusted ones first (HealthySourcesFirst's order, without its vector: this
+  // runs for every read of every queue). A replica that may lack acknowledged writes serves no
+  // read while another one can.
   bool any_kept = false;
   for (const auto& r : replicas_) any_kept |= r->state == ReplicaState::kHealthy && !r->lost_writes;
   size_t n = 0;
@@ -908,27 +919,10 @@ size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, uint6
       const Replica& r = *replicas_[i];
       if (r.state != ReplicaState::kHealthy || r.suspect != suspects) continue;
       if (any_kept && r.lost_writes) continue;
-      order[n] = static_cast<uint8_t>(i);
-      volume_ids[n] = r.volume_id;
-      generations[n] = r.generation;
-      *trusted += !r.suspect;
-      ++n;
+      order[n++] = static_cast<uint8_t>(i);
     }
   }
   return n;
-}
-
-std::vector<size_t> ReplicatedVolume::ReadableSources() const {
-  std::vector<size_t> out = HealthySourcesFirst();
-  // A replica that may lack acknowledged writes serves no read while another one can.
-  const bool any_kept =
-      std::any_of(out.begin(), out.end(), [&](size_t i) { return !replicas_[i]->lost_writes; });
-  if (any_kept) {
-    out.erase(
-        std::remove_if(out.begin(), out.end(), [&](size_t i) { return replicas_[i]->lost_writes; }),
-        out.end());
-  }
-  return out;
 }
 
 Status ReplicatedVolume::FanOut(FanOutOp op, uint64_t offset, uint64_t length,
@@ -1021,10 +1015,11 @@ Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out
   {
     std::lock_guard lock(mu_);
     if (!fenced_.ok()) return fenced_;
-    for (size_t i : ReadableSources()) {
-      sources[n] = {i, replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation};
-      order[n++] = static_cast<uint8_t>(i);
-      trusted += !replicas_[i]->suspect;
+    n = ReadableSources(order);
+    for (size_t k = 0; k < n; ++k) {
+      const Replica& r = *replicas_[order[k]];
+      sources[k] = {order[k], r.rpc.get(), r.volume_id, r.generation};
+      trusted += !r.suspect;
     }
   }
   if (n == 0) return Status::Unavailable("read: no healthy replica");

@@ -248,7 +248,8 @@ class ReplicatedVolume {
   void ClearUnstableAfterFlush(uint64_t flush_seq, const std::vector<uint64_t>& candidates);
   std::vector<size_t> IndicesIn(ReplicaState s) const;  // caller holds mu_
   std::vector<size_t> HealthySourcesFirst() const;     // caller holds mu_: trusted ones first
-  std::vector<size_t> ReadableSources() const;  // caller holds mu_: of those, the ones to read
+  // Caller holds mu_: of those, the ones to read, into order[kMaxReplicas]; returns how many.
+  size_t ReadableSources(uint8_t* order) const;
   // Marks suspect replicas out while the rest stay a healthy majority (ResyncOut then heals them).
   void RetireSuspects();
   void ProbeLoop();
