@@ -17,8 +17,18 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, bool own_c
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(32 << 20);
   args.SetMaxSendMessageSize(32 << 20);
-  if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // gRPC also takes the "min reconnect backoff" as the time one attempt may take to connect and
+  // finish the HTTP/2 handshake: at 100 ms a loaded machine (a TCG guest during `recover`) timed
+  // out "before receiving SETTINGS frame" attempt after attempt. A refused connection still fails
+  // at once and is retried at the initial backoff's pace.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // A failed connection asks the resolver to re-resolve, which the DNS resolver throttles to once
+  // per 30 s by default; that, not the backoff, kept a restarted server unseen for seconds.
+  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 

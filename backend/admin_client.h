@@ -17,8 +17,12 @@
 
 namespace unbd::backend {
 
-// A channel whose message limits fit ServerLimits. own_connection: a separate TCP connection
-// rather than gRPC's shared one (one per frontend queue spreads load).
+// Every client's channel to an unbd-server: message limits that fit ServerLimits, and a lost
+// connection retried quickly (attempts 100 ms apart backing off to 1 s, re-resolving after 100 ms)
+// instead of gRPC's defaults (backoff growing to 120 s, re-resolution at most every 30 s), so a
+// server that returns after a crash or reboot is used again within about a second, well inside a
+// frontend's retry deadline or a replicated write's quorum wait. own_connection: a separate TCP
+// connection rather than gRPC's shared one (one per frontend queue spreads load).
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, bool own_connection = false);
 
 Status FromGrpc(const grpc::Status& s);

@@ -7,7 +7,6 @@
 #include <thread>
 
 #include "backend/admin_client.h"
-#include "replication/replica_channel.h"
 #include "unbd/v1/io.grpc.pb.h"
 #include "unbd/v1/volume.grpc.pb.h"
 
@@ -59,7 +58,7 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
   const size_t need = Majority(n);
   out->replicas.resize(n);
   std::vector<std::shared_ptr<grpc::Channel>> channels(n);
-  for (size_t i = 0; i < n; ++i) channels[i] = ReplicaChannel(replicas[i].target);
+  for (size_t i = 0; i < n; ++i) channels[i] = backend::MakeChannel(replicas[i].target);
 
   // Phase 1: learn the highest epoch a majority has promised. Safety does not depend on it (each
   // replica refuses a lower epoch by itself); it makes the first proposal likely to win.

@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "backend/admin_client.h"
-#include "replication/replica_channel.h"
 
 namespace unbd::replication {
 
@@ -43,7 +42,7 @@ std::string NewReplicaUuid() {
 ReplicaRpc::ReplicaRpc(std::string target, std::chrono::milliseconds timeout)
     : target_(std::move(target)),
       timeout_(timeout),
-      channel_(ReplicaChannel(target_)),
+      channel_(backend::MakeChannel(target_)),
       io_(v1::BlockIo::NewStub(channel_)),
       admin_(v1::VolumeAdmin::NewStub(channel_)),
       repl_(v1::Replication::NewStub(channel_)) {}

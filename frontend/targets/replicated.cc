@@ -9,11 +9,11 @@
 #include <cstring>
 #include <functional>
 
+#include "backend/admin_client.h"
 #include "backend/io_frame.h"
 #include "frontend/block_stream.h"
 #include "frontend/write_pool.h"
 #include "replication/read_chooser.h"
-#include "replication/replica_channel.h"
 #include "replication/replica_meta.h"
 #include "replication/replica_rpc.h"
 
@@ -65,7 +65,7 @@ class ReplicatedHandler final : public QueueHandler {
     if (!s.ok()) return s;
     for (size_t p = 0; p < n_; ++p) {
       links_[p] = std::make_unique<StreamLink>(
-          replication::ReplicaChannel(vol_->replica_target(p), /*own_connection=*/true));
+          backend::MakeChannel(vol_->replica_target(p), /*own_connection=*/true));
     }
     return Status::Ok();
   }

@@ -239,6 +239,34 @@ TEST_P(RemoteRestartTest, ManyWritesInFlightAcrossRepeatedRestarts) {
 
 INSTANTIATE_TEST_SUITE_P(Signals, RemoteRestartTest, ::testing::Values(SIGKILL, SIGTERM));
 
+// A backend that stays away for a while (a reboot) must be used again within moments of its
+// return, not after whatever reconnect backoff the outage grew (gRPC's default reaches 120 s; with
+// it, this write waited 6 s past the restart).
+TEST_F(RemoteTargetTest, UsesTheBackendSoonAfterALongOutage) {
+  std::unique_ptr<RemoteTarget> target;
+  ASSERT_TRUE(RemoteTarget::Open(Config(), &target).ok());
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  const std::string listen = server_->target();
+  server_->Kill(SIGKILL);
+  std::vector<uint8_t> data(4096, 9);
+  q.Submit(h.get(), {0, UBLK_IO_OP_WRITE, 0, 0, 4096, data.data()});
+  Clock::time_point restarted;
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    StartServer(listen);
+    restarted = Clock::now();
+  });
+  bool done = q.Pump(h.get(), std::chrono::seconds(25));
+  restart.join();
+  ASSERT_TRUE(done);
+  EXPECT_EQ(q.result(0), 4096);
+  const auto after_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - restarted).count();
+  EXPECT_LT(after_ms, 2500) << "the write completed " << after_ms << " ms after the backend was back";
+  h->Stop();
+}
+
 TEST_F(RemoteTargetTest, FailsIoOnceTheRetryDeadlinePasses) {
   DeviceConfig c = Config();
   c.retry_deadline_ms = 500;
