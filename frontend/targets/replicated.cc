@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <random>
 
 #include "backend/admin_client.h"
 #include "backend/io_frame.h"
@@ -710,8 +711,11 @@ Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTarget
   // majority briefly down) are retried for as long as I/O would wait for a majority: during
   // `recover` the device is quiesced and waiting is what keeps an error from the filesystem. A
   // volume missing everywhere or a newer owner fails at once.
+  // Randomized: two openers that split the replicas between them (neither has a majority) would
+  // otherwise retry in step and split them again, round after round.
   const auto until = std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(config.retry_deadline_ms);
+  std::minstd_rand jitter(std::random_device{}());
   for (int attempt = 1;; ++attempt) {
     Status s = OpenOnce(config, options, out);
     const bool transient = s.code() == Status::Code::kUnavailable ||
@@ -719,7 +723,8 @@ Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTarget
     if (s.ok() || !transient || std::chrono::steady_clock::now() >= until) return s;
     spdlog::warn("volume '{}': open attempt {} failed, retrying: {}", config.volume, attempt,
                  s.ToString());
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 * attempt, 1000)));
+    const int base_ms = std::min(100 * attempt, 1000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(base_ms / 2 + jitter() % base_ms));
   }
 }
 
