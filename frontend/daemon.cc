@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cerrno>
 #include <chrono>
 #include <future>
@@ -58,15 +59,53 @@ void ApplyIoScheduler(int dev_id, const std::string& name) {
   if (fd >= 0) close(fd);
 }
 
-void RedirectLogs(int dev_id) {
+std::string DeviceLogPath(int dev_id) { return StateDir() + "/" + std::to_string(dev_id) + ".log"; }
+
+// Points stdout and stderr (spdlog's sink) at `path`.
+void RedirectLogs(const std::string& path, int flags) {
   mkdir(StateDir().c_str(), 0755);
-  std::string path = StateDir() + "/" + std::to_string(dev_id) + ".log";
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0644);
   if (fd < 0) return;
   dup2(fd, STDOUT_FILENO);
   dup2(fd, STDERR_FILENO);
   close(fd);
 }
+
+// `add` logs before the driver has given it a device id (the target's open: which server, how
+// long, which replicas answered), so it starts in a log of its own; once the id is known that is
+// appended to <id>.log, which the daemon then continues. A device id is reused after `del`, so
+// <id>.log holds one device after another, each starting with its "unbd add" line.
+class AddLog {
+ public:
+  AddLog() : path_(StateDir() + "/add-" + std::to_string(getpid()) + ".log") {
+    RedirectLogs(path_, O_TRUNC);
+    spdlog::info("unbd add (daemon pid {})", getpid());
+  }
+  void Adopt(int dev_id) {
+    spdlog::default_logger()->flush();
+    std::fflush(nullptr);
+    const int from = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    RedirectLogs(DeviceLogPath(dev_id), O_APPEND);
+    if (from >= 0) {
+      char buf[8192];
+      ssize_t n;
+      while ((n = read(from, buf, sizeof(buf))) > 0) {
+        if (write(STDOUT_FILENO, buf, static_cast<size_t>(n)) != n) break;
+      }
+      close(from);
+    }
+    Discard();
+  }
+  // An add that failed before it had a device: the error goes back to `unbd add` itself.
+  ~AddLog() { Discard(); }
+
+ private:
+  void Discard() {
+    if (!path_.empty()) unlink(path_.c_str());
+    path_.clear();
+  }
+  std::string path_;
+};
 
 class Daemon {
  public:
@@ -104,6 +143,7 @@ class Daemon {
   Status Add() {
     DeviceConfig& cfg = state_.config;
     cfg = opts_.config;
+    AddLog log;
     Status s = cfg.Validate();
     if (!s.ok()) return s;
     s = CtrlClient::Open(&ctrl_);
@@ -127,7 +167,7 @@ class Daemon {
     state_.dev_id = static_cast<int>(info.dev_id);
     cfg.dev_id = state_.dev_id;
     added_ = true;
-    RedirectLogs(state_.dev_id);
+    log.Adopt(state_.dev_id);
     if ((info.flags & cfg.ublk_flags()) != cfg.ublk_flags()) {
       return Fail(Status::FailedPrecondition("the ublk driver does not support the requested features (asked 0x" +
                                              Hex(cfg.ublk_flags()) + ", got 0x" + Hex(info.flags) + ")"));
@@ -164,7 +204,7 @@ class Daemon {
     const auto t0 = Clock::now();
     Status s = LoadDeviceState(id, &state_);
     if (!s.ok()) return s;
-    RedirectLogs(id);
+    RedirectLogs(DeviceLogPath(id), O_APPEND);
     s = CtrlClient::Open(&ctrl_);
     if (!s.ok()) return s;
     ublksrv_ctrl_dev_info info{};

@@ -22,6 +22,10 @@ echo "$out" | grep -q "\-\-server" || fail "unclear missing --server error: $out
 dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 2 --need-get-data --retry-deadline-ms 180000)
 wait_for_blockdev "$dev"
 id=${dev#/dev/ublkb}
+# What the daemon logged before the driver gave it an id (the target's open) is in the device's log.
+grep -q "remote target: volume 'vol0'.*connected in" "$UNBD_RUN_DIR/$id.log" ||
+	fail "the target's open is missing from $id.log: $(head -5 "$UNBD_RUN_DIR/$id.log")"
+ls "$UNBD_RUN_DIR"/add-*.log 2>/dev/null && fail "an add's own log was left behind"
 [ "$(blockdev --getsize64 "$dev")" = $((1 << 30)) ] || fail "size is not 1G"
 [ "$(blockdev --getss "$dev")" = 4096 ] || fail "logical block size is not 4096"
 "$UNBD" list -n "$id"
