@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "frontend/device_state.h"
@@ -41,13 +42,23 @@ bool IsOurDaemon(pid_t pid) {
   std::string comm;
   std::getline(f, comm);
   if (comm != frontend::kDaemonProcessName) return false;
-  // A killed daemon not yet reaped (a container without an init reaping orphans) still answers
-  // kill(pid, 0): its state in /proc/PID/stat, after "(comm) ", is Z.
+  // A killed daemon still answers kill(pid, 0) while it tears down (under TCG, unmapping its
+  // locked buffers takes hundreds of ms) and until it is reaped (a container without an init
+  // reaping orphans). /proc/PID/stat after "(comm) ": state, ppid, pgrp, session, tty_nr, tpgid,
+  // flags. Zombie, or PF_EXITING in the flags: it serves nothing any more, and `recover` need
+  // not wait for its teardown (the driver holds START_USER_RECOVERY off until it is done).
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   std::getline(stat, line);
-  size_t paren = line.rfind(')');
-  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'Z';
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos) return true;
+  std::istringstream fields(line.substr(paren + 1));
+  std::string state;
+  long skip = 0;
+  unsigned long flags = 0;
+  if (!(fields >> state >> skip >> skip >> skip >> skip >> skip >> flags)) return true;
+  constexpr unsigned long kPfExiting = 0x4;  // include/linux/sched.h
+  return state != "Z" && state != "X" && !(flags & kPfExiting);
 }
 
 // Starts the device daemon fully detached (own session, reparented to init) and waits for its one

@@ -23,8 +23,9 @@ namespace unbd::cli {
 std::unique_ptr<frontend::CtrlClient> OpenCtrl();
 
 bool ProcessAlive(pid_t pid);
-// Alive and a device daemon: guards against trusting (or signalling) an unrelated process that
-// reused a dead daemon's pid.
+// Alive, not exiting, and a device daemon: guards against trusting (or signalling) an unrelated
+// process that reused a dead daemon's pid, and lets `recover` start while a killed daemon is
+// still being torn down.
 bool IsOurDaemon(pid_t pid);
 
 // Starts the device daemon fully detached and waits up to `timeout_s` for its status line.

@@ -193,8 +193,8 @@ void RegisterRecoverCommand(CLI::App& app) {
     if (!st.config.recovery) Fail("device " + std::to_string(*id) + " was not added with --recovery");
     auto ctrl = OpenCtrl();
     RecoveryLock lock(*id);
-    // Right after kill -9 the daemon may still be exiting (its io_uring torn down): give it a
-    // moment before concluding somebody else's daemon serves the device.
+    // Right after kill -9 the daemon may not have begun to exit yet (IsOurDaemon stops counting
+    // it once it has): give it a moment before concluding somebody else's daemon serves the device.
     Decision d = Decide(ctrl.get(), *id, false);
     for (auto deadline = Clock::now() + std::chrono::seconds(2);
          d.plan == Plan::kLive && Clock::now() < deadline;) {
