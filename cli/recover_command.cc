@@ -195,19 +195,22 @@ void RegisterRecoverCommand(CLI::App& app) {
     RecoveryLock lock(*id);
     // Right after kill -9 the daemon may not have begun to exit yet (IsOurDaemon stops counting
     // it once it has): give it a moment before concluding somebody else's daemon serves the device.
+    const auto waited_from = Clock::now();
     Decision d = Decide(ctrl.get(), *id, false);
-    for (auto deadline = Clock::now() + std::chrono::seconds(2);
+    for (auto deadline = waited_from + std::chrono::seconds(2);
          d.plan == Plan::kLive && Clock::now() < deadline;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       d = Decide(ctrl.get(), *id, false);
     }
+    const double waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - waited_from).count();
     if (d.plan == Plan::kLive) {
       // Recovered by someone else since the caller saw it dead: a second recovery would fence it.
       std::printf("/dev/ublkb%d: live (%s), nothing to recover\n", *id, d.why.c_str());
       return;
     }
     if (d.plan != Plan::kRecover) Fail(d.why);
-    std::printf("%s\n", Execute(*id, Plan::kRecover).c_str());
+    std::printf("%s; %.1f ms for the old daemon to stop serving\n", Execute(*id, Plan::kRecover).c_str(),
+                waited_ms);
   });
 }
 
