@@ -4,6 +4,7 @@ set -euo pipefail
 . "$UNBD_REPO/tests/vm/guest-lib.sh"
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
 rt=${UNBD_BENCH_RUNTIME:-5}
+rounds=${UNBD_BENCH_ROUNDS:-3}
 # Zero-copy verification (UNBD_VERIFY_ZERO_COPY) costs a Dump per batch; the tests prove it instead.
 results=$UNBD_VM_OUT/bench.tsv
 : >"$results"
@@ -14,16 +15,25 @@ fio_iops() {
 		--size=128M --time_based --runtime="$rt" --ramp_time=1 --output-format=json 2>/dev/null |
 		jq -r "if \"$2\" == \"randread\" then .jobs[0].read.iops else .jobs[0].write.iops end | floor"
 }
-# measure NAME DEV: four workloads, one line per workload in $results
-measure() {
-	local name=$1 dev=$2 rw qd
-	for rw in ${UNBD_BENCH_RW:-randread randwrite}; do
-		for qd in 1 32; do
-			[ -n "${UNBD_BENCH_RW:-}" ] && log "$name $rw qd$qd at $(date +%T)"
-			iops=$(fio_iops "$dev" $rw $qd) || fail "fio on $dev ($name $rw qd$qd) failed"
-			printf '%s\t%s\tqd%s\t%s\n' "$name" "$rw" "$qd" "$iops" | tee -a "$results"
+# measure_pair PEER PEER_DEV UNBD UNBD_DEV: each workload on both devices, UNBD_BENCH_ROUNDS times,
+# the peer first in odd rounds and unbd first in even ones: the guest's speed drifts by tens of
+# percent under TCG, and back-to-back pairs see the same drift. One line per run in $results.
+measure_pair() {
+	local pn=$1 pd=$2 un=$3 ud=$4 r rw qd first
+	for ((r = 1; r <= rounds; r++)); do
+		for rw in ${UNBD_BENCH_RW:-randread randwrite}; do
+			for qd in 1 32; do
+				if ((r % 2)); then first=("$pn" "$pd" "$un" "$ud"); else first=("$un" "$ud" "$pn" "$pd"); fi
+				measure_one "${first[0]}" "${first[1]}" $rw $qd $r
+				measure_one "${first[2]}" "${first[3]}" $rw $qd $r
+			done
 		done
 	done
+}
+measure_one() {
+	local iops
+	iops=$(fio_iops "$2" "$3" "$4") || fail "fio on $2 ($1 $3 qd$4) failed"
+	printf '%s\t%s\tqd%s\t%s\t%s\n' "$1" "$3" "$4" "$iops" "$5" | tee -a "$results"
 }
 # UNBD_BENCH_ONLY=remote (comma list of null,loop,remote) runs only those sections.
 want() { [ -z "${UNBD_BENCH_ONLY:-}" ] || [[ ",$UNBD_BENCH_ONLY," == *",$1,"* ]]; }
@@ -49,11 +59,11 @@ if want null; then
 log "null: unbd null target vs null_blk"
 modprobe null_blk nr_devices=1 queue_mode=2 irqmode=0 submit_queues=1 gb=4 || fail "modprobe null_blk"
 wait_for_blockdev /dev/nullb0
-measure null_blk /dev/nullb0
 dev=$(unbd_add -t null -q 1 -s 4G --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
-measure unbd-null "$dev"
+measure_pair null_blk /dev/nullb0 unbd-null "$dev"
 "$UNBD" del -a
+rmmod null_blk || true
 fi
 
 if want loop; then
@@ -66,14 +76,13 @@ fallocate -l 512M /mnt/bench/disk.img
 kloop=$(losetup --direct-io=on -f --show /mnt/bench/disk.img) || fail "losetup"
 [ "$(cat /sys/block/${kloop#/dev/}/loop/dio)" = 1 ] || fail "kernel loop is not using direct I/O"
 prefill "$kloop"
-measure kernel-loop "$kloop"
-losetup -d "$kloop"
+# Both on the same file at once; only one of them does I/O at a time.
 dev=$(unbd_add -t loop -f /mnt/bench/disk.img -q 1 --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
-"$UNBD" list | grep -q "target loop" || true
 grep -q "direct_io=1" "$UNBD_RUN_DIR"/*.log || fail "unbd loop target is not using O_DIRECT"
-measure unbd-loop "$dev"
+measure_pair kernel-loop "$kloop" unbd-loop "$dev"
 "$UNBD" del -a
+losetup -d "$kloop"
 umount /mnt/bench
 rmmod brd
 fi
@@ -88,13 +97,6 @@ prefill "$dev"
 # TCG and ran during the first read workloads, which made reads look 4-7x slower than the writes
 # measured after it. nbd-server's prefill leaves nothing to do in the background, so wait for it.
 settle_backend
-measure unbd-remote "$dev"
-# When the store's memtable flushes ran, relative to the workloads above (they compete for the CPU).
-grep -h '"event": "flush_started"\|"event": "flush_finished"\|"event": "compaction_finished"' /tmp/backend/db/LOG 2>/dev/null |
-	sed 's/^\([^ ]* [^ ]*\).*"event": "\([a-z_]*\)".*/backend store: \1 \2/' || true
-"$UNBD" del -a
-grep -h "writes, payload" "$UNBD_RUN_DIR"/*.log | tail -1 | sed 's/^/unbd remote write path: /'
-kill "$BACKEND_PID"; wait "$BACKEND_PID" || true
 truncate -s 512M /tmp/nbd.img
 printf '[generic]\n[bench]\nexportname = /tmp/nbd.img\n' >/tmp/nbd.conf
 nbd-server -C /tmp/nbd.conf || fail "nbd-server did not start"
@@ -102,20 +104,43 @@ modprobe nbd nbds_max=2 || fail "modprobe nbd"
 wait_until 10 nbd-client -N bench 127.0.0.1 /dev/nbd0 >/dev/null 2>&1 || fail "nbd-client could not connect"
 wait_for_blockdev /dev/nbd0
 prefill /dev/nbd0
-measure nbd /dev/nbd0
+measure_pair nbd /dev/nbd0 unbd-remote "$dev"
+# When the store's memtable flushes ran, relative to the workloads above (they compete for the CPU).
+grep -h '"event": "flush_started"\|"event": "flush_finished"\|"event": "compaction_finished"' /tmp/backend/db/LOG 2>/dev/null |
+	sed 's/^\([^ ]* [^ ]*\).*"event": "\([a-z_]*\)".*/backend store: \1 \2/' || true
+"$UNBD" del -a
+grep -h "writes, payload" "$UNBD_RUN_DIR"/*.log | tail -1 | sed 's/^/unbd remote write path: /'
+kill "$BACKEND_PID"; wait "$BACKEND_PID" || true
 nbd-client -d /dev/nbd0 >/dev/null 2>&1 || true
 fi
 
-# Table: unbd vs peer per workload.
+# Table: per workload, the median IOPS of each device and the median and range of the per-round
+# ratios (each ratio from a back-to-back pair).
 echo
-printf '%-12s %-12s %-10s %10s %10s %7s\n' unbd peer workload "unbd IOPS" "peer IOPS" ratio
-for pair in unbd-null:null_blk unbd-loop:kernel-loop unbd-remote:nbd; do
-	u=${pair%%:*} p=${pair##*:}
-	for w in "randread qd1" "randread qd32" "randwrite qd1" "randwrite qd32"; do
-		set -- $w
-		ui=$(awk -v n="$u" -v rw="$1" -v q="$2" '$1 == n && $2 == rw && $3 == q { print $4 }' "$results")
-		pi=$(awk -v n="$p" -v rw="$1" -v q="$2" '$1 == n && $2 == rw && $3 == q { print $4 }' "$results")
-		ratio=$(awk -v a="$ui" -v b="$pi" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-		printf '%-12s %-12s %-10s %10s %10s %7s\n' "$u" "$p" "$1 $2" "$ui" "$pi" "${ratio}x"
-	done
-done | tee "$UNBD_VM_OUT/bench-table.txt"
+awk -v rounds="$rounds" -F'\t' '
+	function median(a, n,   i, j, t) {
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	{ iops[$1, $2, $3, $5] = $4 }
+	END {
+		printf "%-12s %-12s %-15s %10s %10s %7s  %s\n", "unbd", "peer", "workload", "unbd IOPS", "peer IOPS", "ratio", "range (" rounds " rounds)"
+		split("unbd-null:null_blk unbd-loop:kernel-loop unbd-remote:nbd", pairs, " ")
+		split("randread:qd1 randread:qd32 randwrite:qd1 randwrite:qd32", works, " ")
+		for (p = 1; p <= 3; p++) {
+			split(pairs[p], pu, ":")
+			for (w = 1; w <= 4; w++) {
+				split(works[w], wk, ":")
+				n = 0
+				for (r = 1; r <= rounds; r++) {
+					u = iops[pu[1], wk[1], wk[2], r]; q = iops[pu[2], wk[1], wk[2], r]
+					if (u == "" || q == "" || q == 0) continue
+					n++; ui[n] = u; qi[n] = q; ra[n] = u / q
+				}
+				if (n == 0) continue
+				lo = hi = ra[1]
+				for (i = 2; i <= n; i++) { if (ra[i] < lo) lo = ra[i]; if (ra[i] > hi) hi = ra[i] }
+				printf "%-12s %-12s %-15s %10d %10d %6.2fx  %.2f-%.2fx\n", pu[1], pu[2], wk[1] " " wk[2], median(ui, n), median(qi, n), median(ra, n), lo, hi
+			}
+		}
+	}' "$results" | tee "$UNBD_VM_OUT/bench-table.txt"
