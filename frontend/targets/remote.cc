@@ -62,7 +62,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     // write fall back to its tag's own buffer (still no copy).
     Status s = pool_.Init(depth_, target_->max_io_bytes_);
     if (!s.ok()) return s;
-    link_ = std::make_unique<StreamLink>(backend::MakeChannel(target_->config_.server, /*own_connection=*/true));
+    link_ = std::make_unique<StreamLink>(target_->TakeQueueChannel(ctx_->queue_id()));
     Connect();
     return Status::Ok();
   }
@@ -442,6 +442,13 @@ Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarg
   t->verify_zero_copy_ = std::getenv("UNBD_VERIFY_ZERO_COPY") != nullptr;
   const auto t0 = Clock::now();
   auto channel = backend::MakeChannel(config.server);
+  // Each queue streams on a connection of its own. They connect while the volume is opened on
+  // this one instead of one after another afterwards: during `recover` that is time the device
+  // is quiesced (a TCP and HTTP/2 handshake each, tens of ms under TCG).
+  for (int q = 0; q < config.nr_queues; ++q) {
+    t->queue_channels_.push_back(backend::MakeChannel(config.server, /*own_connection=*/true));
+    t->queue_channels_.back()->GetState(/*try_to_connect=*/true);
+  }
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)))
     return Status::Unavailable("unbd-server at " + config.server + " is unreachable");
   const auto t_connected = Clock::now();
@@ -520,6 +527,13 @@ Status RemoteTarget::RenewGeneration(uint64_t seen) {
                 "writes it acknowledged but had not flushed may be lost; the next FLUSH fails with EIO",
                 volume_id_, config_.server, seen, opened.server_generation());
   return Status::Ok();
+}
+
+std::shared_ptr<grpc::Channel> RemoteTarget::TakeQueueChannel(int q) {
+  std::lock_guard<std::mutex> l(channels_mu_);
+  if (q >= 0 && static_cast<size_t>(q) < queue_channels_.size() && queue_channels_[q])
+    return std::move(queue_channels_[q]);
+  return backend::MakeChannel(config_.server, /*own_connection=*/true);
 }
 
 void RemoteTarget::AdjustParams(ublk_params* p) const {

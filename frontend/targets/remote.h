@@ -22,6 +22,10 @@
 
 #include "frontend/target.h"
 
+namespace grpc {
+class Channel;
+}
+
 namespace unbd::frontend {
 
 struct RemoteStats {
@@ -63,6 +67,8 @@ class RemoteTarget : public Target {
   Status RenewGeneration(uint64_t seen);
   // True once per loss: the FLUSH that reports it.
   bool TakeUnreportedLoss() { return unreported_loss_.exchange(false); }
+  // Queue q's own connection, already connecting since Open (a fresh one if it was taken).
+  std::shared_ptr<grpc::Channel> TakeQueueChannel(int q);
 
   DeviceConfig config_;
   uint64_t volume_id_ = 0;
@@ -77,6 +83,8 @@ class RemoteTarget : public Target {
   std::atomic<uint64_t> server_generation_{0};
   std::atomic<bool> unreported_loss_{false};
   std::mutex renew_mu_;
+  std::mutex channels_mu_;
+  std::vector<std::shared_ptr<grpc::Channel>> queue_channels_;
   mutable std::mutex stats_mu_;  // guards the list only; counters are per queue
   std::vector<std::shared_ptr<RemoteStats>> stats_;
 };
