@@ -791,16 +791,7 @@ FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t
       t->seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
       t->era = era_;
       lane.running[era_]++;
-      const uint64_t last = t->seq << 1;  // not covered by a flush yet
-      for (uint64_t r = t->first_region; r <= t->last_region; ++r) {
-        RegionTable::Entry& e = regions_.At(r);
-        e.running.fetch_add(1, std::memory_order_relaxed);
-        // Another queue's write to this region may have a larger number already.
-        uint64_t cur = e.last.load(std::memory_order_relaxed);
-        while (cur < last &&
-               !e.last.compare_exchange_weak(cur, last, std::memory_order_relaxed)) {
-        }
-      }
+      for (uint64_t r = t->first_region; r <= t->last_region; ++r) regions_.StartWrite(r, t->seq);
       take_targets();
       return FanOutStart::kStarted;
     }
@@ -948,15 +939,9 @@ Status ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) 
                              ": flush: every healthy replica restarted after a crash since the "
                              "last flush, writes they acknowledged may be lost");
     }
-    // Durable on every healthy replica now, whether or not their unstable sets get cleared. A
-    // write started since stored a larger number (which is not covered): then nothing to mark.
-    for (uint64_t r : t.flush_candidates) {
-      RegionTable::Entry& e = regions_.At(r);
-      uint64_t cur = e.last.load(std::memory_order_relaxed);
-      while (cur != 0 && !RegionTable::Covered(cur) && RegionTable::Seq(cur) < t.seq &&
-             !e.last.compare_exchange_weak(cur, cur | 1, std::memory_order_relaxed)) {
-      }
-    }
+    // Durable on every healthy replica now, whether or not their unstable sets get cleared (a
+    // region written since is not covered).
+    for (uint64_t r : t.flush_candidates) regions_.Cover(r, t.seq);
     return result;
   }
   if (!result.ok()) {
@@ -968,8 +953,7 @@ Status ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) 
   {
     Lane& lane = lanes_[t.lane];
     std::lock_guard lock(lane.mu);
-    for (uint64_t r = t.first_region; r <= t.last_region; ++r)
-      regions_.At(r).running.fetch_sub(1, std::memory_order_relaxed);
+    for (uint64_t r = t.first_region; r <= t.last_region; ++r) regions_.EndWrite(r);
     // The last write of an era a barrier waits for (DrainEra).
     drained = --lane.running[t.era] == 0 && t.era != era_;
   }
@@ -1078,14 +1062,8 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
     for (const auto& s : results) all_ok &= s.ok();
     if (all_ok) {
       std::lock_guard lock(mu_);
-      for (uint64_t r : clear) {
-        // Untracked again: stable on every replica until the next write.
-        RegionTable::Entry& e = regions_.At(r);
-        uint64_t cur = e.last.load(std::memory_order_relaxed);
-        while (cur != 0 && RegionTable::Seq(cur) < flush_seq &&
-               !e.last.compare_exchange_weak(cur, 0, std::memory_order_relaxed)) {
-        }
-      }
+      // Untracked again: stable on every replica until the next write.
+      for (uint64_t r : clear) regions_.Untrack(r, flush_seq);
     }
   }
   for (uint64_t r : held) locks_.Unlock(r);
