@@ -46,9 +46,7 @@ class RegionTable {
     }
     if (cur == 0) SetBit(leaf.tracked, region & kMask);  // the CAS from 0 won
   }
-  void EndWrite(uint64_t region) {
-    At(region).running.fetch_sub(1, std::memory_order_relaxed);
-  }
+  void EndWrite(uint64_t region) { At(region).running.fetch_sub(1, std::memory_order_relaxed); }
   // A flush numbered `flush_seq` completed: covers the last write if it started before.
   void Cover(uint64_t region, uint64_t flush_seq) {
     Entry& e = At(region);
@@ -67,7 +65,7 @@ class RegionTable {
       if (e.last.compare_exchange_weak(cur, 0, std::memory_order_relaxed)) {
         // No StartWrite of this region runs meanwhile (the caller holds its region lock).
         leaf.tracked[(region & kMask) / 64].fetch_and(~(uint64_t{1} << (region % 64)),
-                                                     std::memory_order_relaxed);
+                                                      std::memory_order_relaxed);
         return;
       }
     }
@@ -117,7 +115,8 @@ class RegionTable {
 
   Leaf& LeafOf(uint64_t region) {
     Node* n = &root_;
-    for (int level = kLevels - 1; level > 1; --level) n = static_cast<Node*>(Child(n, region, level));
+    for (int level = kLevels - 1; level > 1; --level)
+      n = static_cast<Node*>(Child(n, region, level));
     return *static_cast<Leaf*>(Child(n, region, 1));
   }
 

@@ -617,7 +617,8 @@ std::vector<uint64_t> ReplicatedVolume::OwnerUnstable() const {
 
 void ReplicatedVolume::PinTracked() {
   LockLanes all(this);
-  regions_.ForEachTracked([&](uint64_t r, const RegionTable::Entry&) { pinned_unstable_.insert(r); });
+  regions_.ForEachTracked(
+      [&](uint64_t r, const RegionTable::Entry&) { pinned_unstable_.insert(r); });
 }
 
 bool ReplicatedVolume::NoteGenerationGone(size_t p, uint64_t generation) {
