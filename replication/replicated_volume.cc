@@ -38,6 +38,21 @@ void Undo(const std::string& name, const std::vector<ReplicaAddr>& created) {
 
 }  // namespace
 
+class ReplicatedVolume::LockLanes {
+ public:
+  explicit LockLanes(const ReplicatedVolume* v) : v_(v) {
+    for (Lane& l : v_->lanes_) l.mu.lock();
+  }
+  ~LockLanes() {
+    for (size_t i = kLanes; i-- > 0;) v_->lanes_[i].mu.unlock();
+  }
+  LockLanes(const LockLanes&) = delete;
+  LockLanes& operator=(const LockLanes&) = delete;
+
+ private:
+  const ReplicatedVolume* v_;
+};
+
 Status ReplicatedVolume::Create(const std::vector<std::string>& targets, const std::string& name,
                                 uint64_t size_bytes, std::vector<ReplicaAddr>* out) {
   out->clear();
@@ -299,6 +314,10 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
       spdlog::warn("volume \"{}\" epoch {}: recording the restarted replicas' generations: {}",
                    v->name_, v->epoch_, s.ToString());
   }
+  {
+    std::lock_guard lock(v->mu_);
+    v->Publish();
+  }
   if (options.resync_probe_interval.count() > 0) {
     v->prober_ = std::thread([p = v.get()] { p->ProbeLoop(); });
   }
@@ -445,6 +464,7 @@ void ReplicatedVolume::FailIncarnation(const Status& s) {
   std::lock_guard lock(mu_);
   if (fenced_.ok()) {
     fenced_ = s;
+    Publish();
     spdlog::error("volume \"{}\" epoch {}: fenced, failing all I/O: {}", name_, epoch_,
                   s.message());
   }
@@ -553,6 +573,7 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
     spdlog::warn("volume \"{}\" epoch {}: replica {} ({}) marked out ({} regions dirty for it): {}",
                  name_, epoch_, p, replicas_[p]->rpc->target(), list.size(), why);
   }
+  Publish();  // the writes that start from here carry the new out_mask
   return Status::Ok();
 }
 
@@ -568,6 +589,7 @@ void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_
     // What it lost (copies and writes since the resync began) is no longer in any dirty set.
     if (lost) replicas_[p]->full_rebuild = true;
     full = replicas_[p]->full_rebuild;
+    Publish();
   }
   Status s = MarkPeerSet(p, regions);
   if (!s.ok()) spdlog::warn("volume \"{}\": replica {}: {}", name_, p, s.ToString());
@@ -586,10 +608,17 @@ void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_
 
 std::vector<uint64_t> ReplicatedVolume::OwnerUnstable() const {
   std::set<uint64_t> u(pinned_unstable_.begin(), pinned_unstable_.end());
-  for (const auto& [r, seq] : region_last_write_) {
-    if (!region_flushed_.count(r)) u.insert(r);
-  }
+  LockLanes all(this);  // no write between its sequence number and its regions' entries
+  regions_.ForEachTracked([&](uint64_t r, const RegionTable::Entry& e) {
+    if (!RegionTable::Covered(e.last.load(std::memory_order_relaxed))) u.insert(r);
+  });
   return std::vector<uint64_t>(u.begin(), u.end());
+}
+
+void ReplicatedVolume::PinTracked() {
+  LockLanes all(this);
+  regions_.ForEachTracked(
+      [&](uint64_t r, const RegionTable::Entry&) { pinned_unstable_.insert(r); });
 }
 
 bool ReplicatedVolume::NoteGenerationGone(size_t p, uint64_t generation) {
@@ -604,6 +633,7 @@ bool ReplicatedVolume::NoteGenerationGone(size_t p, uint64_t generation) {
         name_, epoch_, p, r.rpc->target(), generation);
   }
   r.lost_writes = true;
+  Publish();  // reads avoid it from now on
   bool any_kept = false;
   for (const auto& o : replicas_) any_kept |= o->state == ReplicaState::kHealthy && !o->lost_writes;
   if (!any_kept && !unreported_loss_) {
@@ -646,6 +676,7 @@ Status ReplicatedVolume::RenewGeneration(size_t p, uint64_t seen) {
     replicas_[p]->generation = opened.server_generation();
     replicas_[p]->suspect = true;
     replicas_[p]->lost_writes = true;
+    Publish();
   }
   spdlog::warn(
       "volume \"{}\" epoch {}: replica {} ({}) re-opened after its restart (server "
@@ -661,7 +692,7 @@ void ReplicatedVolume::ReportGenerationGone(size_t p, uint64_t generation, const
   if (IsFenced(m)) return FailIncarnation(m);
   {
     std::lock_guard lock(mu_);
-    for (const auto& [r, seq] : region_last_write_) pinned_unstable_.insert(r);
+    PinTracked();
   }
   Status r = RenewGeneration(p, generation);
   if (IsFenced(r)) return FailIncarnation(r);
@@ -686,8 +717,50 @@ Status ReplicatedVolume::SendOne(const Target& t, FanOutOp op, uint64_t offset, 
   return Status::Internal("unknown op");
 }
 
+uint8_t ReplicatedVolume::Publish(bool new_era) {
+  // Built before taking the lanes: the queues wait only for the copy.
+  Snapshot next;
+  next.fenced = !fenced_.ok();
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    const Replica& r = *replicas_[i];
+    next.volume_ids[i] = r.volume_id;
+    next.generations[i] = r.generation;
+    const uint32_t bit = 1u << i;
+    switch (r.state) {
+      case ReplicaState::kHealthy: next.healthy_mask |= bit; break;
+      case ReplicaState::kRebuilding: next.rebuilding_mask |= bit; break;
+      case ReplicaState::kOut: next.out_mask |= bit; break;
+    }
+  }
+  next.read_n = static_cast<uint8_t>(ReadableSources(next.read_order));
+  for (size_t k = 0; k < next.read_n; ++k) {
+    const Replica& r = *replicas_[next.read_order[k]];
+    next.read_volume_ids[k] = r.volume_id;
+    next.read_generations[k] = r.generation;
+    next.read_trusted += !r.suspect;
+  }
+  LockLanes all(this);
+  snap_ = next;
+  const uint8_t ended = era_;
+  if (new_era) era_ ^= 1;
+  return ended;
+}
+
+void ReplicatedVolume::DrainEra(std::unique_lock<std::mutex>& lock, uint8_t era) {
+  // Publish(true) was the last moment a write could join `era`; EndFanOut wakes us when a
+  // lane's count of it reaches zero.
+  cv_.wait(lock, [&] {
+    for (Lane& l : lanes_) {
+      std::lock_guard g(l.mu);
+      if (l.running[era] != 0) return false;
+    }
+    return true;
+  });
+}
+
 FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t length, bool fua,
-                                          bool block, FanOutTicket* t, Status* failed) {
+                                          bool block, FanOutTicket* t, Status* failed,
+                                          size_t queue) {
   const bool is_write = op != FanOutOp::kFlush;
   t->op = op;
   t->offset = offset;
@@ -697,47 +770,51 @@ FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t
   t->last_region = is_write ? (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_ : 0;
   t->wait_mask = t->rebuild_mask = t->out_mask = 0;
   t->flush_candidates.clear();
+  t->lane = static_cast<uint8_t>(queue % kLanes);
+  t->era = 0;
+  // Caller holds a lane: the replicas it goes to, as the snapshot shows them.
+  auto take_targets = [&] {
+    t->wait_mask = snap_.healthy_mask;
+    t->rebuild_mask = is_write ? snap_.rebuilding_mask : 0;  // a flush skips rebuilding ones
+    t->out_mask = snap_.out_mask;
+    std::copy(std::begin(snap_.volume_ids), std::end(snap_.volume_ids), t->volume_ids);
+    std::copy(std::begin(snap_.generations), std::end(snap_.generations), t->generations);
+  };
   if (is_write) {
     if (block) {
       locks_.LockShared(t->first_region, t->last_region);
     } else if (!locks_.TryLockShared(t->first_region, t->last_region)) {
       return FanOutStart::kBusy;
     }
-  }
-  {
-    std::lock_guard lock(mu_);
-    if (!fenced_.ok()) {
-      if (is_write) locks_.UnlockShared(t->first_region, t->last_region);
-      *failed = fenced_;
-      return FanOutStart::kFailed;
+    Lane& lane = lanes_[t->lane];
+    std::lock_guard lock(lane.mu);
+    if (!snap_.fenced) {
+      t->seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+      t->era = era_;
+      lane.running[era_]++;
+      for (uint64_t r = t->first_region; r <= t->last_region; ++r) regions_.StartWrite(r, t->seq);
+      take_targets();
+      return FanOutStart::kStarted;
     }
-    t->seq = ++seq_;
-    if (is_write) {
-      inflight_.insert(t->seq);
-      for (uint64_t r = t->first_region; r <= t->last_region; ++r) {
-        region_last_write_[r] = t->seq;
-        region_inflight_[r]++;
-        region_flushed_.erase(r);
-      }
-    } else {
-      for (const auto& [r, s] : region_last_write_) {
-        if (!region_inflight_.count(r)) t->flush_candidates.push_back(r);
-      }
-    }
-    for (size_t i = 0; i < replicas_.size(); ++i) {
-      const Replica& r = *replicas_[i];
-      t->volume_ids[i] = r.volume_id;
-      t->generations[i] = r.generation;
-      if (r.state == ReplicaState::kHealthy) {
-        t->wait_mask |= 1u << i;
-      } else if (r.state == ReplicaState::kRebuilding) {
-        if (is_write) t->rebuild_mask |= 1u << i;
-      } else {
-        t->out_mask |= 1u << i;
-      }
+  } else {
+    // A flush covers the regions whose last write started before it and is done: with every
+    // lane held, each write numbered below it has its regions' entries updated, and none runs
+    // its BeginFanOut or EndFanOut.
+    LockLanes all(this);
+    if (!snap_.fenced) {
+      t->seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+      regions_.ForEachTracked([&](uint64_t r, const RegionTable::Entry& e) {
+        if (e.running.load(std::memory_order_relaxed) == 0) t->flush_candidates.push_back(r);
+      });
+      take_targets();
+      return FanOutStart::kStarted;
     }
   }
-  return FanOutStart::kStarted;
+  // Fenced (fenced_ is set before the snapshot says so).
+  if (is_write) locks_.UnlockShared(t->first_region, t->last_region);
+  std::lock_guard lock(mu_);
+  *failed = fenced_;
+  return FanOutStart::kFailed;
 }
 
 Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view data,
@@ -815,9 +892,10 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
       // These replicas stay healthy for now (no majority to mark them out). If one crashed, it
       // lost its unsynced writes: keep everything unstable pinned for the next open's reconcile.
       std::lock_guard lock(mu_);
-      for (const auto& [r, s] : region_last_write_) pinned_unstable_.insert(r);
+      PinTracked();
       for (uint64_t r = first; r <= last && first != UINT64_MAX; ++r) pinned_unstable_.insert(r);
       for (size_t i : failed) replicas_[i]->suspect = true;
+      Publish();
     }
     if (IsFenced(m) || m.code() == Status::Code::kFailedPrecondition) {
       FailIncarnation(m);
@@ -856,31 +934,34 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
 Status ReplicatedVolume::EndFanOut(const FanOutTicket& t, const Status& result) {
   const bool is_write = t.op != FanOutOp::kFlush;
   if (!is_write) {
-    std::lock_guard lock(mu_);
     if (!result.ok()) return result;
-    if (!unreported_loss_) {
-      // Durable on every healthy replica now, whether or not their unstable sets get cleared.
-      for (uint64_t r : t.flush_candidates) {
-        auto it = region_last_write_.find(r);
-        if (it != region_last_write_.end() && it->second < t.seq) region_flushed_.insert(r);
-      }
-      return result;
+    if (unreported_loss_.load(std::memory_order_relaxed) && unreported_loss_.exchange(false)) {
+      return Status::IoError("volume \"" + name_ + "\" epoch " + std::to_string(epoch_) +
+                             ": flush: every healthy replica restarted after a crash since the "
+                             "last flush, writes they acknowledged may be lost");
     }
-    unreported_loss_ = false;
-    return Status::IoError("volume \"" + name_ + "\" epoch " + std::to_string(epoch_) +
-                           ": flush: every healthy replica restarted after a crash since the last "
-                           "flush, writes they acknowledged may be lost");
+    // Durable on every healthy replica now, whether or not their unstable sets get cleared (a
+    // region written since is not covered).
+    for (uint64_t r : t.flush_candidates) regions_.Cover(r, t.seq);
+    return result;
   }
-  {
+  if (!result.ok()) {
+    // Not acknowledged, maybe applied somewhere: replicas may differ here until reconciled.
     std::lock_guard lock(mu_);
-    for (uint64_t r = t.first_region; r <= t.last_region; ++r) {
-      // Not acknowledged, maybe applied somewhere: replicas may differ here until reconciled.
-      if (!result.ok()) pinned_unstable_.insert(r);
-      if (--region_inflight_[r] == 0) region_inflight_.erase(r);
-    }
-    inflight_.erase(t.seq);
+    for (uint64_t r = t.first_region; r <= t.last_region; ++r) pinned_unstable_.insert(r);
   }
-  cv_.notify_all();
+  bool drained;
+  {
+    Lane& lane = lanes_[t.lane];
+    std::lock_guard lock(lane.mu);
+    for (uint64_t r = t.first_region; r <= t.last_region; ++r) regions_.EndWrite(r);
+    // The last write of an era a barrier waits for (DrainEra).
+    drained = --lane.running[t.era] == 0 && t.era != era_;
+  }
+  if (drained) {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
   locks_.UnlockShared(t.first_region, t.last_region);
   return result;
 }
@@ -890,21 +971,22 @@ void ReplicatedVolume::ClearAfterFlush(const FanOutTicket& t) {
 }
 
 size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, uint64_t* generations,
-                                     size_t* trusted, Status* failed) const {
-  std::lock_guard lock(mu_);
+                                     size_t* trusted, Status* failed, size_t queue) const {
   *trusted = 0;
-  if (!fenced_.ok()) {
-    *failed = fenced_;
-    return 0;
+  {
+    std::lock_guard lock(lanes_[queue % kLanes].mu);
+    if (!snap_.fenced) {
+      const size_t n = snap_.read_n;
+      std::copy(snap_.read_order, snap_.read_order + n, order);
+      std::copy(snap_.read_volume_ids, snap_.read_volume_ids + n, volume_ids);
+      std::copy(snap_.read_generations, snap_.read_generations + n, generations);
+      *trusted = snap_.read_trusted;
+      return n;
+    }
   }
-  const size_t n = ReadableSources(order);
-  for (size_t k = 0; k < n; ++k) {
-    const Replica& r = *replicas_[order[k]];
-    volume_ids[k] = r.volume_id;
-    generations[k] = r.generation;
-    *trusted += !r.suspect;
-  }
-  return n;
+  std::lock_guard lock(mu_);
+  *failed = fenced_;
+  return 0;
 }
 
 size_t ReplicatedVolume::ReadableSources(uint8_t* order) const {
@@ -951,7 +1033,8 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
                                                const std::vector<uint64_t>& candidates) {
   // A region may leave the unstable set when the flush covered every write to it: none was
   // running when the flush was sent and none started since. The exclusive region lock keeps new
-  // writes out while the replicas clear it (the server's caller contract).
+  // writes out while the replicas clear it (the server's caller contract), so its entry holds
+  // still meanwhile.
   std::vector<uint64_t> held;
   for (uint64_t r : candidates) {
     if (locks_.TryLock(r)) held.push_back(r);
@@ -961,9 +1044,10 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
   {
     std::lock_guard lock(mu_);
     for (uint64_t r : held) {
-      auto it = region_last_write_.find(r);
-      if (it != region_last_write_.end() && it->second < flush_seq &&
-          !region_inflight_.count(r) && !pinned_unstable_.count(r))
+      const RegionTable::Entry& e = regions_.At(r);
+      const uint64_t last = e.last.load(std::memory_order_relaxed);
+      if (last != 0 && RegionTable::Seq(last) < flush_seq &&
+          e.running.load(std::memory_order_relaxed) == 0 && !pinned_unstable_.count(r))
         clear.push_back(r);
     }
     for (size_t i : IndicesIn(ReplicaState::kHealthy))
@@ -979,13 +1063,8 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
     for (const auto& s : results) all_ok &= s.ok();
     if (all_ok) {
       std::lock_guard lock(mu_);
-      for (uint64_t r : clear) {
-        auto it = region_last_write_.find(r);
-        if (it != region_last_write_.end() && it->second < flush_seq) {
-          region_last_write_.erase(it);
-          region_flushed_.erase(r);
-        }
-      }
+      // Untracked again: stable on every replica until the next write.
+      for (uint64_t r : clear) regions_.Untrack(r, flush_seq);
     }
   }
   for (uint64_t r : held) locks_.Unlock(r);
@@ -1280,12 +1359,11 @@ Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,
     return s;
   }
   // Stop sending to the old replica, let writes already sent to it finish, then switch.
-  uint64_t barrier;
   {
+    std::lock_guard barrier(barrier_mu_);
     std::unique_lock lock(mu_);
     replicas_[idx]->state = ReplicaState::kOut;
-    barrier = seq_;
-    cv_.wait(lock, [&] { return inflight_.empty() || *inflight_.begin() > barrier; });
+    DrainEra(lock, Publish(/*new_era=*/true));
     replicas_[idx]->rpc = std::move(rpc);
     replicas_[idx]->volume_id = vol.id();
     replicas_[idx]->generation = opened.server_generation();
@@ -1294,6 +1372,7 @@ Status ReplicatedVolume::ReplaceReplica(const std::string& old_target,
     replicas_[idx]->unflushed_rebuild = false;
     progress_[idx] = ResyncProgress();
     progress_[idx].target = new_target;
+    Publish();
   }
   spdlog::info("volume \"{}\" epoch {}: replica {} {} replaced by {} (volume {}), to be rebuilt",
                name_, epoch_, idx, old_target, new_target, vol.id());

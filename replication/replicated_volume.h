@@ -42,6 +42,7 @@
 #include "replication/quorum_open.h"
 #include "replication/read_chooser.h"
 #include "replication/region_locks.h"
+#include "replication/region_table.h"
 #include "replication/replica_meta.h"
 #include "replication/replica_rpc.h"
 #include "replication/resync.h"
@@ -70,6 +71,8 @@ struct FanOutTicket {
   uint64_t volume_ids[kMaxReplicas] = {};
   uint64_t generations[kMaxReplicas] = {};  // IoRequest.server_generation for each replica
   std::vector<uint64_t> flush_candidates;  // a flush: regions it may clear from the unstable set
+  uint8_t lane = 0;  // the volume's lane it started on (from the caller's queue)
+  uint8_t era = 0;   // a write: the lane counter it is counted in until it ends
   uint32_t targets() const { return wait_mask | rebuild_mask; }
 };
 
@@ -115,11 +118,16 @@ class ReplicatedVolume {
 
   // ---- Hooks for a data path of its own (the frontend's per-queue streams); the unary calls
   // above are built from the same pieces, so the rules exist once. ----
+  // `queue` (BeginFanOut, ReadSources): the caller's queue. Calls with different queues (modulo
+  // kLanes) share no lock and no written cache line apart from the sequence counter; the unary
+  // calls use queue 0.
+  //
   // Starts a write or flush: fails at once when fenced; a write holds its regions shared (a
   // resync copy of them waits). With block == false, kBusy when a copier holds or waits for one
-  // of the regions (retry later; nothing was started). Never blocks on the network.
+  // of the regions (retry later; nothing was started). Never blocks on the network. A write
+  // allocates nothing; a flush takes every lane for a moment (it lists the regions written).
   FanOutStart BeginFanOut(FanOutOp op, uint64_t offset, uint64_t length, bool fua, bool block,
-                          FanOutTicket* t, Status* failed);
+                          FanOutTicket* t, Status* failed, size_t queue = 0);
   // Some replica of t.targets() failed its part (results[i] for replica i; OK for the ones that
   // applied it). Applies the rules: fenced -> the incarnation fails; a failed healthy replica is
   // marked out on a majority before this returns OK; no majority -> retried (unary, with `data`)
@@ -135,7 +143,7 @@ class ReplicatedVolume {
   // generations; `*trusted` of them are not suspect. A replica that lost its generation is left
   // out while any other is there. 0 with *failed set when fenced.
   size_t ReadSources(uint8_t* order, uint64_t* volume_ids, uint64_t* generations, size_t* trusted,
-                     Status* failed) const;
+                     Status* failed, size_t queue = 0) const;
   // Replica p refused a request carrying `generation` as gone (a read: writes and flushes go
   // through ResolveFanOut). Marks it out, or re-opens it as suspect when no majority is left.
   // Blocks; a report about a generation already handled is ignored.
@@ -240,7 +248,7 @@ class ReplicatedVolume {
   // own unstable set (their marks were lost with the writes). OK if already renewed.
   Status RenewGeneration(size_t p, uint64_t seen);
   // Regions written since the last FLUSH that completed on every healthy replica, and pinned
-  // ones. Caller holds mu_.
+  // ones. Caller holds mu_ (not a lane: it takes every lane).
   std::vector<uint64_t> OwnerUnstable() const;
   // Marks regions in PeerSet(p) on every healthy replica.
   Status MarkPeerSet(size_t p, const std::vector<uint64_t>& regions);
@@ -265,23 +273,69 @@ class ReplicatedVolume {
   OpenStats open_stats_;
   RegionLocks locks_;
 
-  mutable std::mutex mu_;  // guards replica states, fenced_, the write tracking and progress_
-  std::condition_variable cv_;
+  // ---- Locking. mu_ guards the replicas' fields, fenced_, pinned_unstable_ and progress_, as
+  // it always did, but the per-I/O path no longer takes it (a failed write's end does). That
+  // path (BeginFanOut, EndFanOut of a write, ReadSources) takes only the lock of its lane, one
+  // per queue, and reads the replicas through `snap_`, a copy made for it. Whoever changes what
+  // the snapshot shows holds mu_, then every lane (LockLanes), and replaces snap_ in place
+  // (Publish): no I/O is between its snapshot read and its sequence number then, so exactly as
+  // with the single mutex this path used to take, a write that starts after a mark-out carries
+  // the new out_mask, and a barrier (Publish(true) + DrainEra) waits for precisely the writes
+  // that carried the old state. A seqlock would give the snapshot but not that barrier. The
+  // rare whole-volume views (a flush's candidate regions, the owner's unstable regions) take
+  // every lane too. Lock order: barrier_mu_, region locks (locks_), mu_, lanes in index order.
+  static constexpr size_t kLanes = 16;
+  struct alignas(64) Lane {
+    std::mutex mu;
+    // Running writes per era (the parity a barrier flips): a barrier waits for the old one to
+    // drain. Guarded by mu.
+    uint32_t running[2] = {0, 0};
+  };
+  // What a write, flush or read needs of the replicas, rebuilt by Publish. Guarded by every lane
+  // (written with all of them held, read with one).
+  struct Snapshot {
+    bool fenced = false;
+    uint32_t healthy_mask = 0, rebuilding_mask = 0, out_mask = 0;
+    uint64_t volume_ids[kMaxReplicas] = {};
+    uint64_t generations[kMaxReplicas] = {};
+    // ReadableSources' order, with the volume ids and generations in that order.
+    uint8_t read_n = 0, read_trusted = 0;
+    uint8_t read_order[kMaxReplicas] = {};
+    uint64_t read_volume_ids[kMaxReplicas] = {};
+    uint64_t read_generations[kMaxReplicas] = {};
+  };
+  class LockLanes;  // every lane, in order
+  // Caller holds mu_: rebuilds snap_ from the replicas and fenced_ under every lane; with
+  // new_era, also starts a new era and returns the one that ended (see DrainEra).
+  uint8_t Publish(bool new_era = false);
+  // Caller holds `lock` on mu_ and barrier_mu_, and got `era` from Publish(true): waits until
+  // every write that started before that Publish (so with the state before it) has ended.
+  void DrainEra(std::unique_lock<std::mutex>& lock, uint8_t era);
+  // Caller holds mu_ (not a lane): every region with a tracked write into pinned_unstable_.
+  void PinTracked();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // with mu_: an era drained
   Status fenced_;  // set once a replica reported a newer epoch
-  uint64_t seq_ = 0;
-  std::set<uint64_t> inflight_;                      // sequence numbers of running writes
-  std::map<uint64_t, uint64_t> region_last_write_;   // region -> seq of the last write started
-  std::map<uint64_t, int> region_inflight_;          // region -> running writes
-  // Regions of region_last_write_ whose last write a FLUSH completed on every healthy replica
-  // covered; they stay there until the replicas' unstable sets are cleared.
-  std::set<uint64_t> region_flushed_;
+  mutable Lane lanes_[kLanes];
+  Snapshot snap_;
+  uint8_t era_ = 0;  // guarded by every lane, like snap_
+  // One barrier (Publish(true) + DrainEra) at a time: two eras must be enough.
+  std::mutex barrier_mu_;
+  // Sequence numbers order writes and flushes: a flush covers the writes with smaller ones.
+  std::atomic<uint64_t> seq_{0};
+  // Per region: the last write started and whether a completed flush covered it, and the writes
+  // running. Updated by writes under their lane; a flush lists it under every lane, so it sees
+  // every write with a smaller sequence number as running or done.
+  RegionTable regions_;
   // Regions that stay unstable until the next open reconciles them: written by a write that
   // failed (it may have landed on some replicas only), or unstable while a healthy replica failed
   // without being marked out (a replica that crashed and came back lost its unsynced writes).
   std::set<uint64_t> pinned_unstable_;
   std::vector<ResyncProgress> progress_;
-  // Every healthy replica lost its generation: the next FLUSH fails once.
-  bool unreported_loss_ = false;
+  // Every healthy replica lost its generation: the next FLUSH fails once. Set under mu_, taken
+  // (exchange) by the flush that reports it.
+  std::atomic<bool> unreported_loss_{false};
 
   // The unary reads' latency per replica: not the daemon's hot path (its queues keep their own).
   std::mutex read_mu_;

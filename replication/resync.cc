@@ -83,6 +83,7 @@ Status ResyncJob::Run() {
     last = v_->progress_[p_];
     if (!s.ok() && v_->replicas_[p_]->state == ReplicaState::kRebuilding) {
       v_->replicas_[p_]->state = ReplicaState::kOut;
+      v_->Publish();
     }
     now_full = v_->replicas_[p_]->full_rebuild;
   }
@@ -190,14 +191,14 @@ Status ResyncJob::Prepare(bool* full) {
   if (!s.ok()) return s;
   // From here new writes go to the replica too; the ones sent before (marked in PeerSet(p) on
   // the healthy replicas, not sent to it) must have landed before the dirty set is read.
+  std::lock_guard barrier(v.barrier_mu_);
   std::unique_lock lock(v.mu_);
   v.replicas_[p_]->volume_id = vid;
   v.replicas_[p_]->generation = opened.server_generation();
   v.replicas_[p_]->full_rebuild = is_full;
   v.replicas_[p_]->unflushed_rebuild = true;
   v.replicas_[p_]->state = ReplicaState::kRebuilding;
-  const uint64_t barrier = v.seq_;
-  v.cv_.wait(lock, [&] { return v.inflight_.empty() || *v.inflight_.begin() > barrier; });
+  v.DrainEra(lock, v.Publish(/*new_era=*/true));
   spdlog::info("volume \"{}\" epoch {}: replica {} ({}) rebuilding ({})", v.name_, v.epoch_, p_,
                rpc.target(), is_full ? "full" : "incremental");
   return Status::Ok();
@@ -350,6 +351,7 @@ Status ResyncJob::Copy(bool full) {
     dst_replica.full_rebuild = false;
     dst_replica.lost_writes = dst_replica.suspect = false;
     dst_replica.unflushed_rebuild = false;  // its FLUSH above made everything durable
+    v.Publish();
   }
   prog.eta_seconds = 0;
   Publish(prog);

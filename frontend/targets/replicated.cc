@@ -338,7 +338,7 @@ class ReplicatedHandler final : public QueueHandler {
     Status failed;
     const bool fua = (s.req.flags & UBLK_IO_F_FUA) != 0;
     switch (vol_->BeginFanOut(op, s.req.offset, s.req.length, fua, /*block=*/false, &s.ticket,
-                              &failed)) {
+                              &failed, static_cast<size_t>(ctx_->queue_id()))) {
       case replication::FanOutStart::kBusy:
         // A resync copy holds one of its regions for a few ms; the queue thread never waits.
         s.state = State::kBusy;
@@ -373,7 +373,8 @@ class ReplicatedHandler final : public QueueHandler {
     size_t trusted = 0;
     Status failed;
     s.read_n = static_cast<uint8_t>(
-        vol_->ReadSources(s.read_order, s.read_vids, s.read_gens, &trusted, &failed));
+        vol_->ReadSources(s.read_order, s.read_vids, s.read_gens, &trusted, &failed,
+                          static_cast<size_t>(ctx_->queue_id())));
     if (s.read_n == 0) {
       if (failed.ok()) return GoSlowRead(tag);  // no healthy replica now: wait for one
       target_->ReportFailure("read", s.req.offset, failed);

@@ -588,6 +588,101 @@ TEST_F(ResyncTest, FlushClearsTheUnstableRegions) {
   }
 }
 
+// The flush-candidate rule through the hooks the streaming target uses, with its writes and
+// flushes on different queues (lanes): a flush covers only the regions whose last write started
+// before it and had ended by then. A region with a write running when the flush started stays
+// unstable even when that write ends before the flush does, and so does a region written after
+// the flush started; the next flush clears both.
+TEST_F(ResyncTest, FlushClearsOnlyTheRegionsItCovered) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
+  const uint64_t rb = vol->region_bytes();
+  for (uint64_t r : {0, 1, 2}) ASSERT_TRUE(vol->Write(r * rb, Pattern(r * rb / 4096, 1)).ok());
+  EXPECT_EQ(Regions(0, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{0, 1, 2}));
+
+  auto begin = [&](FanOutOp op, uint64_t offset, size_t queue, FanOutTicket* t) {
+    Status failed;
+    ASSERT_EQ(vol->BeginFanOut(op, offset, op == FanOutOp::kFlush ? 0 : 4096, false, true, t,
+                               &failed, queue),
+              FanOutStart::kStarted)
+        << failed.ToString();
+  };
+  FanOutTicket running, flush, later;
+  begin(FanOutOp::kWrite, 1 * rb + 8192, 1, &running);  // region 1, running at the flush
+  begin(FanOutOp::kFlush, 0, 2, &flush);
+  EXPECT_EQ(flush.flush_candidates, (std::vector<uint64_t>{0, 2}));
+  begin(FanOutOp::kWrite, 2 * rb + 8192, 3, &later);  // region 2, started after the flush
+  EXPECT_GT(later.seq, flush.seq);
+  EXPECT_LT(running.seq, flush.seq);
+  ASSERT_TRUE(vol->EndFanOut(later, Status::Ok()).ok());
+  ASSERT_TRUE(vol->EndFanOut(running, Status::Ok()).ok());  // ends before the flush does
+  ASSERT_TRUE(vol->EndFanOut(flush, Status::Ok()).ok());
+  vol->ClearAfterFlush(flush);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Regions(i, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{1, 2}))
+        << "replica " << i;
+  }
+
+  // A write that failed (not acknowledged) keeps its region unstable: pinned until the next open.
+  FanOutTicket failed_write;
+  begin(FanOutOp::kWrite, 5 * rb, 4, &failed_write);
+  ASSERT_FALSE(vol->EndFanOut(failed_write, Status::Unavailable("test")).ok());
+  ASSERT_TRUE(vol->Write(6 * rb, Pattern(6 * rb / 4096, 1)).ok());
+  ASSERT_TRUE(vol->Write(5 * rb + 4096, Pattern(5 * rb / 4096 + 1, 1)).ok());
+  ASSERT_TRUE(vol->Flush().ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Regions(i, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{5})) << "replica " << i;
+  }
+}
+
+// The resync's switch to rebuilding is a barrier: a write that started while the replica was
+// out (so not sent to it, its regions marked for it) must end before the dirty set is read, and
+// every write that starts after the switch goes to the replica, whatever queue it runs on.
+TEST_F(ResyncTest, ResyncWaitsForTheWritesThatMissedTheReplica) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
+  Kill(2);
+  ASSERT_TRUE(vol->Write(0, Pattern(0, 1)).ok());
+  ASSERT_EQ(vol->states()[2], ReplicaState::kOut);
+  Restart(2);
+
+  auto begin = [&](uint64_t offset, size_t queue, FanOutTicket* t) {
+    Status failed;
+    ASSERT_EQ(vol->BeginFanOut(FanOutOp::kWrite, offset, 4096, false, true, t, &failed, queue),
+              FanOutStart::kStarted)
+        << failed.ToString();
+  };
+  // Regions the resync does not copy (nothing marked them for it), so that only the barrier,
+  // not a region lock, can hold it up.
+  const uint64_t rb = vol->region_bytes();
+  FanOutTicket before;
+  begin(5 * rb, 5, &before);
+  EXPECT_EQ(before.out_mask, 1u << 2);
+  EXPECT_EQ(before.targets(), 3u);
+  std::atomic<bool> done{false};
+  Status resync;
+  std::thread t([&] {
+    resync = ResyncUntilHealthy(*vol);
+    done = true;
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (vol->states()[2] != ReplicaState::kRebuilding && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(vol->states()[2], ReplicaState::kRebuilding);
+  FanOutTicket after;
+  begin(6 * rb, 6, &after);
+  EXPECT_GT(after.seq, before.seq);
+  EXPECT_EQ(after.out_mask, 0u);
+  EXPECT_EQ(after.rebuild_mask, 1u << 2);
+  ASSERT_TRUE(vol->EndFanOut(after, Status::Ok()).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(done) << "the resync went on while a write that missed the replica was running";
+  ASSERT_TRUE(vol->EndFanOut(before, Status::Ok()).ok());
+  t.join();
+  EXPECT_TRUE(resync.ok()) << resync.ToString();
+  EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
+}
+
 TEST_F(ResyncTest, RacingOwnersOneWinsDataOnlyTheWinners) {
   for (int round = 0; round < 5; ++round) {
     std::unique_ptr<ReplicatedVolume> a, b;
