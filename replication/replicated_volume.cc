@@ -830,6 +830,18 @@ Status ReplicatedVolume::ResolveFanOut(const FanOutTicket& t, std::string_view d
     pending.push_back({i, t.volume_ids[i], t.generations[i], (t.wait_mask & (1u << i)) != 0});
     results.push_back(first_results[i]);
   }
+  // Every replica refused the request itself (past the end, misaligned): the caller's error, not
+  // a replica failure. Nothing was applied, so nobody is marked out and nothing waits.
+  const auto malformed = [](const Status& r) {
+    return r.code() == Status::Code::kOutOfRange || r.code() == Status::Code::kInvalidArgument;
+  };
+  if (!results.empty() && std::all_of(results.begin(), results.end(), malformed)) {
+    const std::string m = "volume \"" + name_ + "\": " + what + ", length " +
+                          std::to_string(t.length) + ": refused by every replica: " +
+                          results[0].message();
+    return results[0].code() == Status::Code::kOutOfRange ? Status::OutOfRange(m)
+                                                          : Status::InvalidArgument(m);
+  }
   const auto deadline = std::chrono::steady_clock::now() + options_.quorum_wait;
   const size_t need = Majority(replicas_.size());
   Status result;

@@ -162,6 +162,25 @@ TEST_F(ReplicatedWriteTest, KillOneOfThreeDuringVerifiedWrites) {
               static_cast<unsigned long long>(at_kill));
 }
 
+// A write every replica refuses as malformed (past the end) is the caller's error: it fails at
+// once with the replicas' reason, and no replica is marked out for it.
+TEST_F(ReplicatedWriteTest, AWriteEveryReplicaRefusesFailsAtOnceAndMarksNobodyOut) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_,
+                                     {.client_id = "fe-bad",
+                                      .rpc_timeout = std::chrono::milliseconds(2000),
+                                      .quorum_wait = std::chrono::seconds(20)},
+                                     &vol)
+                  .ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = vol->Write(kVolumeBytes, Pattern(kBlocks, 1));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(s.code(), Status::Code::kOutOfRange) << s.ToString();
+  EXPECT_LT(waited, std::chrono::seconds(5)) << "waited for a majority that was there all along";
+  EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
+  ASSERT_TRUE(vol->Write(0, Pattern(0, 1)).ok());
+}
+
 TEST_F(ReplicatedWriteTest, MinorityNeverAcknowledgesThenResumes) {
   std::unique_ptr<ReplicatedVolume> vol;
   ASSERT_TRUE(ReplicatedVolume::Open(replicas_,
