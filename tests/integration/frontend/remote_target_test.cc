@@ -211,7 +211,10 @@ TEST_P(RemoteRestartTest, ManyWritesInFlightAcrossRepeatedRestarts) {
       uint8_t* buf = h->WriteBuffer(tag, kLen);
       if (!buf) buf = own[tag].data();
       Fill(buf, kLen, round * 100 + tag);
-      q.Submit(h.get(), {tag, UBLK_IO_OP_WRITE, 0, uint64_t(tag) * kLen, kLen, buf});
+      // FUA: a plain write the server acknowledged just before a SIGKILL may be lost (the
+      // volatile write cache; the next FLUSH reports it), which made the read-back below fail
+      // about once in a dozen runs on a loaded machine. A FUA write is durable once acknowledged.
+      q.Submit(h.get(), {tag, UBLK_IO_OP_WRITE, UBLK_IO_F_FUA, uint64_t(tag) * kLen, kLen, buf});
     }
     h->Flush();
     server_->Kill(GetParam());
