@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <future>
 #include <cstdlib>
 #include <cstring>

@@ -1002,9 +1002,9 @@ size_t ReplicatedVolume::ReadSources(uint8_t* order, uint64_t* volume_ids, uint6
 }
 
 size_t ReplicatedVolume::ReadableSources(uint8_t* order) const {
-  // Healthy replicas, trusted ones first (HealthySourcesFirst's order, without its vector: this
-  // runs for every read of every queue). A replica that may lack acknowledged writes serves no
-  // read while another one can.
+  // Healthy replicas, trusted ones first (HealthySourcesFirst's order, without its vector: Publish
+  // keeps the result in the snapshot every queue's reads use). A replica that may lack
+  // acknowledged writes serves no read while another one can.
   bool any_kept = false;
   for (const auto& r : replicas_) any_kept |= r->state == ReplicaState::kHealthy && !r->lost_writes;
   size_t n = 0;
