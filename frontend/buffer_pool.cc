@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 
@@ -16,7 +17,7 @@ IoBuffers::~IoBuffers() {
 Status IoBuffers::Allocate(size_t count, size_t size) {
   bytes_ = count * size;
   // Not populated here: zeroing hundreds of MiB up front would delay a recovering device by that
-  // long. Pages are locked as they fault in, and Prefault() touches them all off the critical path.
+  // long. Pages are locked as they fault in, and PrefaultSome() touches them all off the critical path.
   void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return Status::FromErrno(errno, "mmap " + std::to_string(bytes_) + " bytes of I/O buffers");
   base_ = static_cast<uint8_t*>(p);
@@ -31,19 +32,23 @@ Status IoBuffers::Allocate(size_t count, size_t size) {
   return Status::Ok();
 }
 
-void IoBuffers::Prefault() {
-  if (!base_) return;
+bool IoBuffers::PrefaultSome(size_t bytes) {
+  if (!base_ || prefaulted_ >= bytes_) return false;
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
-  if (madvise(base_, bytes_, MADV_POPULATE_WRITE) != 0) {
+  const size_t len = std::min(bytes, bytes_ - prefaulted_);
+  uint8_t* from = base_ + prefaulted_;
+  if (madvise(from, len, MADV_POPULATE_WRITE) != 0) {
     // Older kernels: touching one byte per page faults it in (and locks it); the value is kept.
     const size_t page = 4096;
-    for (size_t off = 0; off < bytes_; off += page) {
-      volatile uint8_t* b = base_ + off;
+    for (size_t off = 0; off < len; off += page) {
+      volatile uint8_t* b = from + off;
       *b = *b;
     }
   }
+  prefaulted_ += len;
+  return prefaulted_ < bytes_;
 }
 
 }  // namespace unbd::frontend

@@ -1,5 +1,5 @@
 // IoBuffers: one queue's I/O memory: `count` page-aligned buffers of `size` bytes carved from one
-// anonymous mapping that is locked in RAM (MLOCK_ONFAULT + Prefault), so serving I/O under memory
+// anonymous mapping that is locked in RAM (MLOCK_ONFAULT + PrefaultSome), so serving I/O under memory
 // pressure never has to fault a page in (the daemon may be the one reclaim is waiting for).
 #pragma once
 
@@ -18,8 +18,9 @@ class IoBuffers {
   IoBuffers& operator=(const IoBuffers&) = delete;
 
   Status Allocate(size_t count, size_t size);
-  // Faults every page in (and so locks it). Safe while I/O uses the buffers; any thread.
-  void Prefault();
+  // Faults the next `bytes` of pages in (and so locks them), from where the previous call stopped;
+  // false once every page is in. Safe while I/O uses the buffers; one thread at a time.
+  bool PrefaultSome(size_t bytes);
   uint8_t* at(size_t i) const { return base_ + i * size_; }
   size_t count() const { return count_; }
   size_t size() const { return size_; }
@@ -31,6 +32,7 @@ class IoBuffers {
   size_t size_ = 0;
   size_t bytes_ = 0;
   bool locked_ = false;
+  size_t prefaulted_ = 0;
 };
 
 }  // namespace unbd::frontend

@@ -12,11 +12,13 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <future>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -130,11 +132,16 @@ class Daemon {
     Notify(opts_.notify_fd, "OK " + std::to_string(state_.dev_id));
     if (opts_.notify_fd >= 0) close(opts_.notify_fd);
     prefault_ = std::thread([this] {
-      // Faulting in hundreds of MiB competes with the first requests for CPU right after a
-      // recovery; at idle priority it only uses time nothing else wants.
-      sched_param none{};
-      pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
-      for (auto& q : queues_) q->PrefaultBuffers();
+      // The buffers are faulted in (and so locked) a few MiB at a time, once a recovery's requeued
+      // backlog has gone through. Each fault holds the mmap lock, which the queues' own faults and
+      // gRPC's allocations need too: one long MADV_POPULATE_WRITE at SCHED_IDLE, starved of CPU
+      // while holding it, stalled whole queues for seconds after a recovery.
+      if (PrefaultPause(std::chrono::seconds(1))) return;
+      for (auto& q : queues_) {
+        while (q->PrefaultSome(2u << 20)) {
+          if (PrefaultPause(std::chrono::milliseconds(1))) return;
+        }
+      }
     });
     return Serve();
   }
@@ -279,6 +286,12 @@ class Daemon {
     return Status::Ok();
   }
 
+  // Sleeps `d`; true when the daemon is stopping.
+  bool PrefaultPause(std::chrono::milliseconds d) {
+    std::unique_lock l(prefault_mu_);
+    return prefault_cv_.wait_for(l, d, [this] { return stopping_; });
+  }
+
   // Each queue thread sets up its ring, buffers and target handler; nothing needs the device yet.
   Status PrepareQueues(const ublksrv_ctrl_dev_info& info) {
     std::vector<std::future<Status>> ready;
@@ -349,6 +362,11 @@ class Daemon {
       if (!s.ok()) spdlog::error("{}", s.ToString());
     }
     for (auto& q : queues_) q->Join();
+    {
+      std::lock_guard l(prefault_mu_);
+      stopping_ = true;
+    }
+    prefault_cv_.notify_all();
     if (prefault_.joinable()) prefault_.join();
     uint64_t dc = 0;
     for (auto& q : queues_) dc += q->stats().double_commits.load();
@@ -379,6 +397,9 @@ class Daemon {
   bool added_ = false;
   int sigfd_ = -1;
   std::thread prefault_;
+  std::mutex prefault_mu_;
+  std::condition_variable prefault_cv_;
+  bool stopping_ = false;
 };
 
 }  // namespace

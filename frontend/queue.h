@@ -51,7 +51,8 @@ class Queue final : public QueueContext {
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   const QueueStats& stats() const { return stats_; }
   // After Start() resolved OK: fault in and lock the I/O buffers (slow; off the critical path).
-  void PrefaultBuffers() { buffers_.Prefault(); }
+  // See IoBuffers::PrefaultSome.
+  bool PrefaultSome(size_t bytes) { return buffers_.PrefaultSome(bytes); }
 
   int queue_id() const override { return q_; }
   uint16_t depth() const override { return depth_; }
