@@ -22,6 +22,7 @@
 #include "frontend/daemon.h"
 #include "frontend/device_config.h"
 #include "frontend/device_state.h"
+#include "frontend/lifeline.h"
 
 namespace unbd::cli {
 
@@ -67,6 +68,12 @@ void DeleteOne(CtrlClient* ctrl, int id) {
   std::vector<pid_t> daemons;
   for (pid_t pid : {static_cast<pid_t>(info.ublksrv_pid), have_state ? st.daemon_pid : 0})
     if (IsOurDaemon(pid) && std::find(daemons.begin(), daemons.end(), pid) == daemons.end()) daemons.push_back(pid);
+  // A standby first, or it would take the serving daemon's exit for a death (the daemon stops its
+  // own, but it may be dead).
+  if (have_state && IsOurStandby(st.standby_pid)) {
+    kill(st.standby_pid, SIGTERM);
+    daemons.push_back(st.standby_pid);
+  }
   for (pid_t pid : daemons) kill(pid, SIGTERM);
   auto deadline = Clock::now() + std::chrono::seconds(20);
   for (pid_t pid : daemons)
@@ -78,6 +85,7 @@ void DeleteOne(CtrlClient* ctrl, int id) {
     if (!s.ok() && s.code() != Status::Code::kNotFound) Fail(s);
   }
   frontend::RemoveDeviceState(id);
+  frontend::LifeLine::Remove(id);
 }
 
 nlohmann::json DescribeDevice(CtrlClient* ctrl, int id) {
@@ -106,6 +114,10 @@ nlohmann::json DescribeDevice(CtrlClient* ctrl, int id) {
     j["epoch"] = st.epoch;
     j["recoveries"] = st.recoveries;
     j["daemon_alive"] = ProcessAlive(st.daemon_pid);
+    if (st.config.standby) {
+      j["standby_pid"] = st.standby_pid;
+      j["standby_alive"] = IsOurStandby(st.standby_pid);
+    }
   }
   return j;
 }
@@ -140,6 +152,10 @@ void PrintDevice(const nlohmann::json& j) {
               " volume=" + c["remote"]["volume"].get<std::string>() +
               " epoch=" + std::to_string(j["epoch"].get<uint64_t>());
     std::printf("\ttarget %s%s recoveries %u\n", t.c_str(), extra.c_str(), j["recoveries"].get<unsigned>());
+    if (j.contains("standby_pid")) {
+      std::printf("\tstandby pid %d (%s)\n", j["standby_pid"].get<int>(),
+                  j["standby_alive"].get<bool>() ? "waiting" : "not running");
+    }
   }
 }
 
@@ -160,6 +176,9 @@ void RegisterDeviceCommands(CLI::App& app) {
     cmd->add_option("-d,--depth", cfg->queue_depth, "Queue depth (default 128)");
     cmd->add_flag("--recovery", cfg->recovery, "Keep the device across daemon crashes (unbd recover)");
     cmd->add_flag("--reissue", cfg->reissue, "With --recovery: re-send requests a dead daemon held");
+    cmd->add_flag("--standby", cfg->standby,
+                  "With --recovery: keep a standby daemon, connected and waiting, that takes over the moment "
+                  "the serving one dies");
     cmd->add_flag("--need-get-data", cfg->need_get_data, "Copy write data only once a buffer is chosen");
     cmd->add_option("--io-scheduler", cfg->io_scheduler,
                     "Block-layer I/O scheduler for the device: none (default), mq-deadline, ... or keep");
@@ -292,13 +311,20 @@ void RegisterDeviceCommands(CLI::App& app) {
     auto notify = std::make_shared<int>(-1);
     auto config = std::make_shared<std::string>();
     auto recover = std::make_shared<int>(-1);
+    auto standby_for = std::make_shared<int>(-1);
+    auto primary_pid = std::make_shared<int>(0);
     cmd->add_option("--notify-fd", *notify);
     cmd->add_option("--config", *config);
     cmd->add_option("--recover", *recover);
-    cmd->callback([notify, config, recover] {
+    cmd->add_option("--standby-for", *standby_for);
+    cmd->add_option("--primary-pid", *primary_pid);
+    cmd->callback([notify, config, recover, standby_for, primary_pid] {
       frontend::DaemonOptions o;
       o.notify_fd = *notify;
-      if (*recover >= 0) {
+      if (*standby_for >= 0) {
+        o.standby_for = *standby_for;
+        o.primary_pid = *primary_pid;
+      } else if (*recover >= 0) {
         o.recover = true;
         o.recover_dev_id = *recover;
       } else {

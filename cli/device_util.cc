@@ -36,12 +36,14 @@ std::unique_ptr<CtrlClient> OpenCtrl() {
 
 bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
-bool IsOurDaemon(pid_t pid) {
+namespace {
+
+bool IsOurProcess(pid_t pid, const char* name) {
   if (!ProcessAlive(pid)) return false;
   std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
   std::string comm;
   std::getline(f, comm);
-  if (comm != frontend::kDaemonProcessName) return false;
+  if (comm != name) return false;
   // A killed daemon still answers kill(pid, 0) while it tears down (under TCG, unmapping its
   // locked buffers takes hundreds of ms) and until it is reaped (a container without an init
   // reaping orphans). /proc/PID/stat after "(comm) ": state, ppid, pgrp, session, tty_nr, tpgid,
@@ -60,6 +62,11 @@ bool IsOurDaemon(pid_t pid) {
   constexpr unsigned long kPfExiting = 0x4;  // include/linux/sched.h
   return state != "Z" && state != "X" && !(flags & kPfExiting);
 }
+
+}  // namespace
+
+bool IsOurDaemon(pid_t pid) { return IsOurProcess(pid, frontend::kDaemonProcessName); }
+bool IsOurStandby(pid_t pid) { return IsOurProcess(pid, frontend::kStandbyProcessName); }
 
 // Starts the device daemon fully detached (own session, reparented to init) and waits for its one
 // status line. Returns the device id. The daemon is a fork of this process running

@@ -27,6 +27,8 @@ bool ProcessAlive(pid_t pid);
 // process that reused a dead daemon's pid, and lets `recover` start while a killed daemon is
 // still being torn down.
 bool IsOurDaemon(pid_t pid);
+// The same for a device's standby daemon (config.standby) that has not taken over.
+bool IsOurStandby(pid_t pid);
 
 // Starts the device daemon fully detached and waits up to `timeout_s` for its status line.
 // Returns the device id; Fail()s with the daemon's error.

@@ -4,11 +4,9 @@
 // its state file remains (the module was reloaded, or the state directory outlived a reboot) is
 // added again from its saved configuration on the same id. Every device gets one report line;
 // the exit status is 1 when any could not be brought back.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -20,6 +18,7 @@
 #include "frontend/ctrl_client.h"
 #include "frontend/daemon.h"
 #include "frontend/device_state.h"
+#include "frontend/recovery_lock.h"
 
 namespace unbd::cli {
 namespace {
@@ -75,32 +74,12 @@ Decision Decide(CtrlClient* ctrl, int id, bool readd_missing) {
   return {Plan::kRecover, ""};
 }
 
-// Serialises recoveries of one device across processes (an operator's `recover --all`, the boot
-// unit, the CSI agent's healer running `recover -n`): a second recovery of a device the first just
-// brought back would open its volume with a newer epoch and fence the new daemon. A POSIX record
-// lock, because the forked daemon must not inherit it; released when this command exits.
-class RecoveryLock {
- public:
-  explicit RecoveryLock(int id) {
-    const std::string path = frontend::StateDir() + "/" + std::to_string(id) + ".recover.lock";
-    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) Fail(Status::FromErrno(errno, "open " + path));
-    struct flock l = {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    // Blocks while another recovery of this device runs; that one is bounded by its daemon's
-    // report timeout.
-    while (fcntl(fd_, F_SETLKW, &l) != 0) {
-      if (errno != EINTR) Fail(Status::FromErrno(errno, "lock " + path));
-    }
-  }
-  ~RecoveryLock() { close(fd_); }
-  RecoveryLock(const RecoveryLock&) = delete;
-  RecoveryLock& operator=(const RecoveryLock&) = delete;
-
- private:
-  int fd_ = -1;
-};
+std::unique_ptr<frontend::RecoveryLock> LockRecovery(int id) {
+  std::unique_ptr<frontend::RecoveryLock> lock;
+  Status s = frontend::RecoveryLock::Acquire(id, &lock);
+  if (!s.ok()) Fail(s);
+  return lock;
+}
 
 // Runs the planned recovery; returns the report line. Fail()s (throws Exit) on error.
 std::string Execute(int id, Plan plan) {
@@ -132,9 +111,9 @@ void RecoverAll(bool readd_missing) {
   int recovered = 0, live = 0, skipped = 0, failed = 0;
   for (int id : AllDeviceIds()) {
     Decision d = Decide(ctrl.get(), id, readd_missing);
-    std::unique_ptr<RecoveryLock> lock;
+    std::unique_ptr<frontend::RecoveryLock> lock;
     if (d.plan == Plan::kRecover || d.plan == Plan::kReadd) {
-      lock = std::make_unique<RecoveryLock>(id);
+      lock = LockRecovery(id);
       d = Decide(ctrl.get(), id, readd_missing);  // someone else may have recovered it meanwhile
     }
     switch (d.plan) {
@@ -192,19 +171,39 @@ void RegisterRecoverCommand(CLI::App& app) {
     if (!s.ok()) Fail(s);
     if (!st.config.recovery) Fail("device " + std::to_string(*id) + " was not added with --recovery");
     auto ctrl = OpenCtrl();
-    RecoveryLock lock(*id);
+    auto lock = LockRecovery(*id);
     // Right after kill -9 the daemon may not have begun to exit yet (IsOurDaemon stops counting
     // it once it has): give it a moment before concluding somebody else's daemon serves the device.
+    // Not when the live daemon is a standby that took over moments ago: that is the recovery the
+    // caller is asking for, done already.
+    auto standby_took_over = [id](int64_t within_ms) {
+      DeviceState now;
+      if (!frontend::LoadDeviceState(*id, &now).ok() || !now.recovered_by_standby) return int64_t{-1};
+      const int64_t ago = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count() -
+                          now.recovered_at_unix_ms;
+      return ago <= within_ms ? ago : int64_t{-1};
+    };
     const auto waited_from = Clock::now();
     Decision d = Decide(ctrl.get(), *id, false);
     for (auto deadline = waited_from + std::chrono::seconds(2);
-         d.plan == Plan::kLive && Clock::now() < deadline;) {
+         d.plan == Plan::kLive && standby_took_over(5000) < 0 && Clock::now() < deadline;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       d = Decide(ctrl.get(), *id, false);
     }
     const double waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - waited_from).count();
     if (d.plan == Plan::kLive) {
-      // Recovered by someone else since the caller saw it dead: a second recovery would fence it.
+      // Recovered by someone else since the caller saw it dead (typically the device's standby,
+      // which holds the lock while it takes over): a second recovery would fence it.
+      DeviceState now;
+      const int64_t ago = standby_took_over(INT64_MAX);
+      if (ago >= 0 && frontend::LoadDeviceState(*id, &now).ok()) {
+        std::printf("/dev/ublkb%d recovered by its standby, pid %d, %lld ms before this command looked (epoch "
+                    "%llu); nothing left to recover\n",
+                    *id, now.daemon_pid, static_cast<long long>(ago), static_cast<unsigned long long>(now.epoch));
+        return;
+      }
       std::printf("/dev/ublkb%d: live (%s), nothing to recover\n", *id, d.why.c_str());
       return;
     }

@@ -5,18 +5,21 @@
 #include <sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <future>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,7 +31,9 @@
 #include "frontend/ctrl_client.h"
 #include "frontend/device.h"
 #include "frontend/device_state.h"
+#include "frontend/lifeline.h"
 #include "frontend/queue.h"
+#include "frontend/recovery_lock.h"
 #include "frontend/target.h"
 
 #ifndef PR_SET_IO_FLUSHER
@@ -123,7 +128,14 @@ class Daemon {
     signal(SIGPIPE, SIG_IGN);
     sigfd_ = signalfd(-1, &set, SFD_CLOEXEC);
 
-    Status s = opts_.recover ? Recover() : Add();
+    Status s;
+    if (opts_.standby_for >= 0) {
+      bool take_over = false;
+      s = Standby(&take_over);
+      if (s.ok() && !take_over) return 0;
+    } else {
+      s = opts_.recover ? Recover() : Add();
+    }
     if (!s.ok()) {
       spdlog::error("{}", s.ToString());
       Notify(opts_.notify_fd, "ERR " + s.ToString());
@@ -131,6 +143,16 @@ class Daemon {
     }
     Notify(opts_.notify_fd, "OK " + std::to_string(state_.dev_id));
     if (opts_.notify_fd >= 0) close(opts_.notify_fd);
+    if (state_.config.standby) {
+      if (opts_.standby_for >= 0) {
+        // Just took over: the next standby's start-up (a process, gRPC, connections: about a
+        // second of CPU under TCG) would compete with the backlog of requeued I/O. Serve's tick
+        // starts it a little later.
+        standby_started_ = Clock::now() - kStandbyRestartInterval + std::chrono::seconds(2);
+      } else {
+        StartStandby();
+      }
+    }
     prefault_ = std::thread([this] {
       // The buffers are faulted in (and so locked) a few MiB at a time, once a recovery's requeued
       // backlog has gone through. Each fault holds the mmap lock, which the queues' own faults and
@@ -206,14 +228,17 @@ class Daemon {
     return Status::Ok();
   }
 
-  Status Recover() {
-    const int id = opts_.recover_dev_id;
-    const auto t0 = Clock::now();
-    Status s = LoadDeviceState(id, &state_);
-    if (!s.ok()) return s;
-    RedirectLogs(DeviceLogPath(id), O_APPEND);
-    s = CtrlClient::Open(&ctrl_);
-    if (!s.ok()) return s;
+  // `warm`: a standby's connections; it has loaded the state and opened the control device.
+  Status Recover(std::unique_ptr<TargetConnections> warm = nullptr, Clock::time_point t0 = Clock::now()) {
+    const int id = opts_.standby_for >= 0 ? opts_.standby_for : opts_.recover_dev_id;
+    Status s;
+    if (opts_.standby_for < 0) {
+      s = LoadDeviceState(id, &state_);
+      if (!s.ok()) return s;
+      RedirectLogs(DeviceLogPath(id), O_APPEND);
+      s = CtrlClient::Open(&ctrl_);
+      if (!s.ok()) return s;
+    }
     ublksrv_ctrl_dev_info info{};
     s = ctrl_->GetDeviceInfo(id, &info);
     if (!s.ok()) {
@@ -232,7 +257,7 @@ class Daemon {
     // target (for a remote volume this takes the new epoch, fencing anything the dead daemon still
     // has in flight before this incarnation serves a single request), then set up the queues,
     // including their streams' connections. Only FETCH has to wait for START_USER_RECOVERY.
-    s = CreateTarget(state_.config, &target_, TargetHint{state_.volume_id, state_.epoch});
+    s = CreateTarget(state_.config, &target_, TargetHint{state_.volume_id, state_.epoch}, std::move(warm));
     if (!s.ok()) return s;
     const auto t_target = Clock::now();
     s = PrepareQueues(info);
@@ -269,21 +294,166 @@ class Daemon {
     if (!s.ok()) return s;
     const auto t_live = Clock::now();
     state_.daemon_pid = getpid();
+    state_.standby_pid = 0;  // until StartStandby
     state_.epoch = target_->epoch();
     state_.volume_id = target_->volume_id();
     state_.recoveries++;
+    state_.recovered_by_standby = opts_.standby_for >= 0;
+    state_.recovered_at_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
     s = SaveDeviceState(state_);
     if (!s.ok()) return s;
     auto ms = [](Clock::time_point a, Clock::time_point b) {
       return std::chrono::duration<double, std::milli>(b - a).count();
     };
-    spdlog::info("device {} recovered (#{}) by pid {} in {:.1f} ms: state + device info {:.1f}, target open {:.1f}, "
+    spdlog::info("device {} recovered (#{}) by {}pid {} in {:.1f} ms: state + device info {:.1f}, target open {:.1f}, "
                  "queues prepared {:.1f}, START_USER_RECOVERY {:.1f} ({} tries), FETCH {:.1f}, "
                  "END_USER_RECOVERY {:.1f}",
-                 id, state_.recoveries, getpid(), ms(t0, t_live), ms(t0, t_info), ms(t_info, t_target),
+                 id, state_.recoveries, opts_.standby_for >= 0 ? "standby " : "", getpid(), ms(t0, t_live),
+                 ms(t0, t_info), ms(t_info, t_target),
                  ms(t_target, t_prepared), ms(t_prepared, t_started), tries, ms(t_started, t_fetched),
                  ms(t_fetched, t_live));
     return Status::Ok();
+  }
+
+  // The standby's life until it takes over: connect to the target, wait on the serving daemon's
+  // LifeLine (on a thread of its own, so SIGTERM is seen at once), then recover the device under
+  // the recovery lock, unless someone else has meanwhile. `take_over` false: exit quietly.
+  Status Standby(bool* take_over) {
+    const int id = opts_.standby_for;
+    const pid_t primary = opts_.primary_pid;
+    prctl(PR_SET_NAME, kStandbyProcessName, 0, 0, 0);
+    RedirectLogs(DeviceLogPath(id), O_APPEND);
+    const auto t_start = Clock::now();
+    Status s = LoadDeviceState(id, &state_);
+    if (!s.ok()) return s;
+    if (state_.daemon_pid != primary) {
+      spdlog::info("standby {}: device {} is served by pid {}, not {}: not needed", getpid(), id, state_.daemon_pid,
+                   primary);
+      return Status::Ok();
+    }
+    std::unique_ptr<LifeLine> lifeline;
+    s = LifeLine::Attach(id, &lifeline);
+    if (!s.ok()) return s;
+    if (lifeline->holder() != primary)
+      return Status::FailedPrecondition("device " + std::to_string(id) + ": the lifeline is held by pid " +
+                                        std::to_string(lifeline->holder()) + ", not " + std::to_string(primary));
+    s = CtrlClient::Open(&ctrl_);
+    if (!s.ok()) return s;
+    std::unique_ptr<TargetConnections> warm;
+    s = ConnectTarget(state_.config, &warm);
+    if (!s.ok()) spdlog::warn("standby {}: connecting to the target: {} (tries again)", getpid(), s.ToString());
+    spdlog::info("standby {} for device {} (daemon pid {}) ready in {:.1f} ms", getpid(), id, primary,
+                 std::chrono::duration<double, std::milli>(Clock::now() - t_start).count());
+
+    const int died = eventfd(0, EFD_CLOEXEC);
+    std::thread([l = lifeline.get(), died] {
+      while (!l->WaitForHolderDeath(std::chrono::hours(24)).ok()) {
+      }
+      uint64_t one = 1;
+      (void)!write(died, &one, sizeof(one));
+    }).detach();  // blocked until the death; the process may end first (SIGTERM)
+    auto last_try = Clock::now();
+    for (;;) {
+      pollfd p[2] = {{sigfd_, POLLIN, 0}, {died, POLLIN, 0}};
+      int r = poll(p, 2, 1000);
+      if (r > 0 && (p[0].revents & POLLIN)) {
+        spdlog::info("standby {} for device {}: stopped", getpid(), id);
+        _exit(0);  // the lifeline thread is blocked in the kernel: nothing to unwind
+      }
+      if (r > 0 && (p[1].revents & POLLIN)) {
+        close(died);
+        break;
+      }
+      if (warm) {
+        warm->KeepWarm();
+      } else if (Clock::now() - last_try > std::chrono::seconds(5)) {
+        last_try = Clock::now();
+        if (ConnectTarget(state_.config, &warm).ok() && warm)
+          spdlog::info("standby {}: connected to the target", getpid());
+      }
+    }
+    const auto t_dead = Clock::now();
+    spdlog::warn("standby {}: daemon pid {} of device {} died; taking over", getpid(), primary, id);
+    std::unique_ptr<RecoveryLock> lock;
+    s = RecoveryLock::Acquire(id, &lock);
+    if (!s.ok()) return s;
+    // Under the lock: `unbd del` may have removed the device, or `unbd recover` brought it back.
+    DeviceState now;
+    s = LoadDeviceState(id, &now);
+    if (s.code() == Status::Code::kNotFound || (s.ok() && now.daemon_pid != primary)) {
+      spdlog::info("standby {}: device {} was {} meanwhile: not needed", getpid(), id,
+                   s.ok() ? "recovered by pid " + std::to_string(now.daemon_pid) : std::string("deleted"));
+      return Status::Ok();
+    }
+    if (!s.ok()) return s;
+    state_ = now;
+    prctl(PR_SET_NAME, kDaemonProcessName, 0, 0, 0);
+    *take_over = true;
+    return Recover(std::move(warm), t_dead);
+  }
+
+  // Holds this daemon's LifeLine (on the main thread, which lives as long as the process) and
+  // starts a standby: a new process running this binary, so it shares nothing with us but files.
+  void StartStandby() {
+    if (!lifeline_) {
+      Status s = LifeLine::Hold(state_.dev_id, &lifeline_);
+      if (!s.ok()) {
+        spdlog::error("device {}: no standby: {}", state_.dev_id, s.ToString());
+        return;
+      }
+    }
+    const std::string id = std::to_string(state_.dev_id), pid = std::to_string(getpid());
+    std::vector<std::string> args = {"unbd", "__daemon", "--standby-for", id, "--primary-pid", pid};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t files;
+    posix_spawn_file_actions_init(&files);
+    for (int fd : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO})
+      posix_spawn_file_actions_addopen(&files, fd, "/dev/null", O_RDWR, 0);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+    pid_t child = 0;
+    // /proc/self/exe: the binary this daemon runs, even if a newer one was installed since.
+    int r = posix_spawn(&child, "/proc/self/exe", &files, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&files);
+    posix_spawnattr_destroy(&attr);
+    standby_started_ = Clock::now();
+    if (r != 0) {
+      spdlog::error("device {}: starting a standby: {}", state_.dev_id, std::strerror(r));
+      return;
+    }
+    standby_pid_ = child;
+    state_.standby_pid = child;
+    Status s = SaveDeviceState(state_);
+    if (!s.ok()) spdlog::warn("device {}: {}", state_.dev_id, s.ToString());
+    spdlog::info("device {}: standby pid {} started", state_.dev_id, child);
+  }
+
+  static constexpr auto kStandbyRestartInterval = std::chrono::seconds(10);
+
+  // Serve's tick: a standby that died is replaced (at most every 10 s, should it keep dying).
+  void SuperviseStandby() {
+    if (standby_pid_ > 0) {
+      int status = 0;
+      if (waitpid(standby_pid_, &status, WNOHANG) != standby_pid_) return;
+      spdlog::warn("device {}: standby pid {} exited (status 0x{:x})", state_.dev_id, standby_pid_, status);
+      standby_pid_ = 0;
+    }
+    if (Clock::now() - standby_started_ > kStandbyRestartInterval) StartStandby();
+  }
+
+  void StopStandby() {
+    if (standby_pid_ <= 0) return;
+    kill(standby_pid_, SIGTERM);
+    waitpid(standby_pid_, nullptr, 0);
+    standby_pid_ = 0;
   }
 
   // Sleeps `d`; true when the daemon is stopping.
@@ -356,7 +526,10 @@ class Daemon {
       bool all_done = true;
       for (auto& q : queues_) all_done &= q->finished();
       if (all_done) break;  // stopped or deleted behind our back
+      if (state_.config.standby) SuperviseStandby();
     }
+    // Before the device goes: a standby must not take a clean stop for a death.
+    StopStandby();
     if (stop_requested) {
       Status s = ctrl_->StopDevice(state_.dev_id);
       if (!s.ok()) spdlog::error("{}", s.ToString());
@@ -377,6 +550,7 @@ class Daemon {
       Status s = ctrl_->DeleteDevice(state_.dev_id);
       if (!s.ok() && s.code() != Status::Code::kNotFound) spdlog::error("{}", s.ToString());
       RemoveDeviceState(state_.dev_id);
+      LifeLine::Remove(state_.dev_id);
     }
     spdlog::info("device {}: daemon {} exits", state_.dev_id, getpid());
     return 0;
@@ -400,6 +574,9 @@ class Daemon {
   std::mutex prefault_mu_;
   std::condition_variable prefault_cv_;
   bool stopping_ = false;
+  std::unique_ptr<LifeLine> lifeline_;  // held while serving with a standby
+  pid_t standby_pid_ = 0;
+  Clock::time_point standby_started_{};
 };
 
 }  // namespace

@@ -3,9 +3,14 @@
 //   add:     ADD_DEV -> SET_PARAMS -> open /dev/ublkcN -> queues FETCH -> START_DEV -> save state
 //   recover: open target (new epoch) -> START_USER_RECOVERY (retried while EBUSY) -> open
 //            /dev/ublkcN -> queues FETCH -> END_USER_RECOVERY -> save state
+//   standby: connect to the target -> wait on the serving daemon's LifeLine -> recover
+// With config.standby, a serving daemon holds its LifeLine and keeps a standby process running
+// (restarting it if it dies) until it stops.
 // Then it serves I/O until SIGTERM/SIGINT (STOP_DEV + DEL_DEV + state removed: a clean stop) or
 // until the driver aborts its queues (someone else stopped or deleted the device).
 #pragma once
+
+#include <sys/types.h>
 
 #include "frontend/device_config.h"
 
@@ -13,11 +18,17 @@ namespace unbd::frontend {
 
 // The daemon's process name (/proc/PID/comm), how `unbd del` recognises it.
 inline constexpr const char* kDaemonProcessName = "unbd-daemon";
+// A standby's name until it takes over.
+inline constexpr const char* kStandbyProcessName = "unbd-standby";
 
 struct DaemonOptions {
   DeviceConfig config;     // add
   bool recover = false;
   int recover_dev_id = -1;  // recover: the rest comes from the state file
+  // A standby for device `standby_for`, served by `primary_pid`: connects to the target, waits for
+  // that daemon to die, then recovers the device and serves it (config.standby).
+  int standby_for = -1;
+  pid_t primary_pid = 0;
   int notify_fd = -1;
 };
 

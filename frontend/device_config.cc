@@ -76,6 +76,8 @@ Status DeviceConfig::Validate() const {
     return Status::InvalidArgument("--poll-us " + std::to_string(poll_us) + ": must be 0..10000");
   if (reissue && !recovery)
     return Status::InvalidArgument("--reissue needs --recovery");
+  if (standby && !recovery)
+    return Status::InvalidArgument("--standby needs --recovery");
   switch (target) {
     case TargetType::kNull:
       if (!file.empty() || !server.empty() || !volume.empty() || !replicas.empty())
@@ -121,6 +123,7 @@ nlohmann::json ToJson(const DeviceConfig& c) {
       {"logical_block_size", c.logical_block_size},
       {"recovery", c.recovery},
       {"reissue", c.reissue},
+      {"standby", c.standby},
       {"need_get_data", c.need_get_data},
       {"io_scheduler", c.io_scheduler},
       {"poll_us", c.poll_us},
@@ -157,6 +160,7 @@ Status FromJson(const nlohmann::json& j, DeviceConfig* out) {
     // State files written before these options existed.
     c.io_scheduler = j.value("io_scheduler", std::string("keep"));
     c.poll_us = j.value("poll_us", 0u);
+    c.standby = j.value("standby", false);
     switch (c.target) {
       case TargetType::kNull:
         c.null_size_bytes = j.at("null").at("size_bytes").get<uint64_t>();

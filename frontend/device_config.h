@@ -24,6 +24,9 @@ struct DeviceConfig {
   uint32_t logical_block_size = 512;
   bool recovery = false;
   bool reissue = false;
+  // With recovery: keep a standby daemon (started, connected to the target, waiting) that takes
+  // over the moment the serving one dies, without waiting for `unbd recover`.
+  bool standby = false;
   bool need_get_data = false;
   // The block layer's I/O scheduler for /dev/ublkbN, set once the disk exists. "none" by default,
   // as for loop and virtio-blk: the daemon and the backend order and batch I/O themselves, and

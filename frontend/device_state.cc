@@ -23,9 +23,12 @@ std::string StatePath(int dev_id) { return StateDir() + "/" + std::to_string(dev
 nlohmann::json ToJson(const DeviceState& s) {
   return {{"dev_id", s.dev_id},
           {"daemon_pid", s.daemon_pid},
+          {"standby_pid", s.standby_pid},
           {"epoch", s.epoch},
           {"volume_id", s.volume_id},
           {"recoveries", s.recoveries},
+          {"recovered_by_standby", s.recovered_by_standby},
+          {"recovered_at_unix_ms", s.recovered_at_unix_ms},
           {"config", ToJson(s.config)}};
 }
 
@@ -34,9 +37,12 @@ Status FromJson(const nlohmann::json& j, DeviceState* out) {
   try {
     s.dev_id = j.at("dev_id").get<int>();
     s.daemon_pid = j.at("daemon_pid").get<pid_t>();
+    s.standby_pid = j.value("standby_pid", pid_t{0});
     s.epoch = j.at("epoch").get<uint64_t>();
     s.volume_id = j.value("volume_id", uint64_t{0});  // absent in files written before it existed
     s.recoveries = j.at("recoveries").get<uint32_t>();
+    s.recovered_by_standby = j.value("recovered_by_standby", false);
+    s.recovered_at_unix_ms = j.value("recovered_at_unix_ms", int64_t{0});
     Status st = FromJson(j.at("config"), &s.config);
     if (!st.ok()) return st;
   } catch (const nlohmann::json::exception& e) {

@@ -16,9 +16,13 @@ namespace unbd::frontend {
 struct DeviceState {
   int dev_id = -1;
   pid_t daemon_pid = 0;
+  pid_t standby_pid = 0;   // config.standby: the daemon waiting to take over (0: none)
   uint64_t epoch = 0;      // remote target only
   uint64_t volume_id = 0;  // remote target only; with `epoch`, lets recovery skip looking the volume up
   uint32_t recoveries = 0;
+  // The latest recovery: whether the standby did it, and when (Unix time, ms).
+  bool recovered_by_standby = false;
+  int64_t recovered_at_unix_ms = 0;
   DeviceConfig config;
 };
 

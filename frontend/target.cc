@@ -14,7 +14,18 @@ uint64_t TargetUserData(uint16_t tag, uint8_t sub) {
   return static_cast<uint64_t>(tag) | (2ull << 16) | (static_cast<uint64_t>(sub) << 24);
 }
 
-Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint) {
+Status ConnectTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out) {
+  out->reset();
+#ifdef UNBD_HAVE_REMOTE
+  if (config.target == TargetType::kRemote && config.replicas.empty()) return ConnectRemoteTarget(config, out);
+#else
+  (void)config;
+#endif
+  return Status::Ok();
+}
+
+Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint,
+                    std::unique_ptr<TargetConnections> warm) {
   switch (config.target) {
     case TargetType::kNull:
       return CreateNullTarget(config, out);
@@ -24,9 +35,10 @@ Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, co
 #ifdef UNBD_HAVE_REMOTE
       // A replicated volume always takes a new ballot (a quorum open): no hint.
       if (!config.replicas.empty()) return CreateReplicatedTarget(config, out);
-      return CreateRemoteTarget(config, out, hint);
+      return CreateRemoteTarget(config, out, hint, std::move(warm));
 #else
       (void)hint;
+      (void)warm;
       return Status::FailedPrecondition("this unbd was built without the remote target (no proto/)");
 #endif
   }

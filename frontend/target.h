@@ -88,8 +88,22 @@ struct TargetHint {
   uint64_t epoch = 0;
 };
 
-// Opens the target named by `config` (checks the file, connects to the backend, ...).
-Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint = {});
+// A standby daemon's head start on the target: what can be set up before the volume is opened,
+// made and used once, so that taking over costs one OpenVolume round trip rather than gRPC's
+// first-use costs (tens of ms each under TCG). A plain remote volume's are its server connections;
+// null, loop and replicated targets have none to make (ConnectTarget gives nullptr).
+class TargetConnections {
+ public:
+  virtual ~TargetConnections() = default;
+  // Called about once a second while waiting: reconnects whatever the server closed meanwhile.
+  virtual void KeepWarm() = 0;
+};
+Status ConnectTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out);
+
+// Opens the target named by `config` (checks the file, connects to the backend, ...), on `warm`
+// connections if a standby made them.
+Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint = {},
+                    std::unique_ptr<TargetConnections> warm = nullptr);
 
 // Parameters every device starts from: block sizes, max I/O, volatile cache + FUA, discard.
 ublk_params BaseParams(const DeviceConfig& config, uint64_t size_bytes);

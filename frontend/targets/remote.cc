@@ -433,22 +433,70 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   __kernel_timespec timer_{};
 };
 
+// ---- RemoteConnections ----
+
+namespace {
+
+// The control channel (OpenVolume, lookups) and each queue's own connection.
+class RemoteConnections final : public TargetConnections {
+ public:
+  explicit RemoteConnections(const DeviceConfig& config) : control(backend::MakeChannel(config.server)) {
+    // Each queue streams on a connection of its own. They connect while the volume is opened on
+    // the control one instead of one after another afterwards: during `recover` that is time the
+    // device is quiesced (a TCP and HTTP/2 handshake each, tens of ms under TCG).
+    for (int q = 0; q < config.nr_queues; ++q) {
+      queues.push_back(backend::MakeChannel(config.server, /*own_connection=*/true));
+      queues.back()->GetState(/*try_to_connect=*/true);
+    }
+  }
+  void KeepWarm() override {
+    control->GetState(/*try_to_connect=*/true);
+    for (auto& q : queues) q->GetState(/*try_to_connect=*/true);
+  }
+
+  std::shared_ptr<grpc::Channel> control;
+  std::vector<std::shared_ptr<grpc::Channel>> queues;
+};
+
+}  // namespace
+
+Status ConnectRemoteTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out) {
+  auto c = std::make_unique<RemoteConnections>(config);
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  v1::VolumeRef ref;
+  ref.set_name(config.volume);
+  // One call on each: the first RPC on a channel pays for its lazy set-up, which is exactly what a
+  // standby is for.
+  std::vector<std::shared_ptr<grpc::Channel>> all = c->queues;
+  all.push_back(c->control);
+  for (const auto& ch : all) {
+    if (!ch->WaitForConnected(deadline)) return Status::Unavailable("unbd-server at " + config.server + " is unreachable");
+    v1::Volume vol;
+    Status s = backend::AdminClient(ch).Stat(ref, &vol);
+    if (!s.ok()) return s;
+  }
+  *out = std::move(c);
+  return Status::Ok();
+}
+
 // ---- RemoteTarget ----
 
-Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out, const TargetHint& hint) {
+Status RemoteTarget::Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out, const TargetHint& hint,
+                          std::unique_ptr<TargetConnections> warm) {
   std::unique_ptr<RemoteTarget> t(new RemoteTarget());
   t->config_ = config;
   // Tests and benchmarks ask the daemon to prove the zero-copy write path on every batch.
   t->verify_zero_copy_ = std::getenv("UNBD_VERIFY_ZERO_COPY") != nullptr;
   const auto t0 = Clock::now();
-  auto channel = backend::MakeChannel(config.server);
-  // Each queue streams on a connection of its own. They connect while the volume is opened on
-  // this one instead of one after another afterwards: during `recover` that is time the device
-  // is quiesced (a TCP and HTTP/2 handshake each, tens of ms under TCG).
-  for (int q = 0; q < config.nr_queues; ++q) {
-    t->queue_channels_.push_back(backend::MakeChannel(config.server, /*own_connection=*/true));
-    t->queue_channels_.back()->GetState(/*try_to_connect=*/true);
+  std::unique_ptr<RemoteConnections> conns;
+  if (auto* made = dynamic_cast<RemoteConnections*>(warm.get())) {
+    warm.release();
+    conns.reset(made);
+  } else {
+    conns = std::make_unique<RemoteConnections>(config);
   }
+  auto channel = conns->control;
+  t->queue_channels_ = std::move(conns->queues);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)))
     return Status::Unavailable("unbd-server at " + config.server + " is unreachable");
   const auto t_connected = Clock::now();
@@ -579,9 +627,10 @@ void RemoteTarget::CollectStats(RemoteStats* out) const {
   }
 }
 
-Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint) {
+Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint,
+                          std::unique_ptr<TargetConnections> warm) {
   std::unique_ptr<RemoteTarget> t;
-  Status s = RemoteTarget::Open(config, &t, hint);
+  Status s = RemoteTarget::Open(config, &t, hint, std::move(warm));
   if (!s.ok()) return s;
   *out = std::move(t);
   return Status::Ok();

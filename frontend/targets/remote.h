@@ -43,7 +43,9 @@ class RemoteTarget : public Target {
  public:
   // Connects to config.server, finds config.volume and opens it with a new epoch (with a hint:
   // tries hint.epoch + 1 on hint.volume_id first, and looks the volume up only if that is refused).
-  static Status Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out, const TargetHint& hint = {});
+  // `warm`: connections ConnectRemoteTarget made beforehand (a standby's), used instead of new ones.
+  static Status Open(const DeviceConfig& config, std::unique_ptr<RemoteTarget>* out, const TargetHint& hint = {},
+                     std::unique_ptr<TargetConnections> warm = nullptr);
   ~RemoteTarget() override;
 
   uint64_t size_bytes() const override { return size_; }
@@ -89,6 +91,10 @@ class RemoteTarget : public Target {
   std::vector<std::shared_ptr<RemoteStats>> stats_;
 };
 
-Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint = {});
+Status CreateRemoteTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, const TargetHint& hint = {},
+                          std::unique_ptr<TargetConnections> warm = nullptr);
+// A standby's connections to config.server: the control channel and one per queue, connected and
+// each used for one Stat of the volume.
+Status ConnectRemoteTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out);
 
 }  // namespace unbd::frontend

@@ -3,22 +3,28 @@
 # its daemon is killed with SIGKILL CYCLES times and `unbd recover` is run at once each time.
 # fio must exit 0 (every block verifies, no I/O error), the kernel log must stay clean, and each
 # cycle prints the time from kill -9 until a new request completes.
-# Usage: recover.sh loop|remote [CYCLES]
+# Usage: recover.sh loop|remote [CYCLES] [standby]
+# With "standby" the device keeps a standby daemon (--standby): each cycle waits until one is up,
+# and it, not `unbd recover`, must be the one that brings the device back; a last cycle kills the
+# standby too, and `unbd recover` must then do it alone.
 set -euo pipefail
 . "$UNBD_REPO/tests/vm/guest-lib.sh"
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
 target=${1:-loop}
 cycles=${2:-10}
+standby=${3:-}
+extra=()
+[ "$standby" = standby ] && extra=(--standby)
 
 load_ublk_driver
 case $target in
 loop)
 	truncate -s 512M /tmp/backing.img
-	dev=$(unbd_add -t loop -f /tmp/backing.img -q 2 --recovery --reissue --need-get-data)
+	dev=$(unbd_add -t loop -f /tmp/backing.img -q 2 --recovery --reissue --need-get-data "${extra[@]}")
 	;;
 remote)
 	start_backend
-	dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 2 --recovery --reissue --need-get-data)
+	dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 2 --recovery --reissue --need-get-data "${extra[@]}")
 	;;
 *) fail "unknown target $target" ;;
 esac
@@ -55,10 +61,29 @@ log "baseline: unbd start-up + list $((($(now_us) - t0) / 1000)) ms (under load)
 prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
 times=()
 firsts=()
-for ((c = 1; c <= cycles; c++)); do
+standby_pid() { "$UNBD" list -n "$1" --json | jq -r '.[0].standby_pid // 0'; }
+standby_ready() { # a standby is up and has logged that it is connected and waiting
+	local s
+	s=$(standby_pid "$1")
+	[ "$s" != 0 ] && [ "$(cat /proc/"$s"/comm 2>/dev/null)" = unbd-standby ] &&
+		grep -q "standby $s for device $1 (daemon pid $(daemon_pid "$1")) ready" "$UNBD_RUN_DIR/$1.log"
+}
+total=$cycles
+[ -n "$standby" ] && total=$((cycles + 1))
+for ((c = 1; c <= total; c++)); do
 	pid=$(daemon_pid "$id")
 	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
 	kill -0 "$probe_pid" 2>/dev/null || fail "the probe died before cycle $c"
+	spid=
+	if [ -n "$standby" ]; then
+		wait_until 60 standby_ready "$id" || fail "no standby ready before cycle $c"
+		spid=$(standby_pid "$id")
+		if [ "$c" -gt "$cycles" ]; then
+			log "cycle $c: killing the standby $spid as well: unbd recover alone must bring the device back"
+			kill -9 "$spid"
+			spid=
+		fi
+	fi
 	t0=$(now_us)
 	kill -9 "$pid"
 	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(cat /tmp/recover.out)"
@@ -72,6 +97,11 @@ for ((c = 1; c <= cycles; c++)); do
 	# The new daemon logs when its queues served their first request: the first I/O completing
 	# again, whichever application issued it (the probe's read may queue behind fio's backlog).
 	new_pid=$(daemon_pid "$id")
+	if [ -n "$spid" ]; then
+		[ "$new_pid" = "$spid" ] || fail "cycle $c: pid $new_pid serves the device, not the standby $spid"
+		grep -q "recovered by its standby, pid $spid" /tmp/recover.out ||
+			fail "cycle $c: recover did not report the standby's recovery: $(cat /tmp/recover.out)"
+	fi
 	wait_until 30 grep -q "(pid $new_pid): first request" "$UNBD_RUN_DIR/$id.log" ||
 		fail "the new daemon $new_pid served no request after recovery $c"
 	first=$(sed -n "s/.*(pid $new_pid): first request.* at \([0-9]*\) us$/\1/p" "$UNBD_RUN_DIR/$id.log" | sort -n | head -1)
@@ -105,4 +135,9 @@ dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | 
 "$UNBD" del -n "$id"
 wait_gone "$dev"
 check_no_daemon_errors
+if [ -n "$standby" ]; then
+	left=$(pgrep -x 'unbd-standby|unbd-daemon' || true)
+	[ -z "$left" ] || fail "daemon processes left after del: $left"
+	[ ! -e "$UNBD_RUN_DIR/$id.lifeline" ] || fail "the lifeline file outlived the device"
+fi
 log "recover $target: ok"
