@@ -1,5 +1,6 @@
-// The per-device daemon: `unbd add` and `unbd recover` exec it (detached) and read one status line
-// from `notify_fd`: "OK <dev_id>" once the device is LIVE, or "ERR <message>".
+// The per-device daemon: `unbd add` and `unbd recover` fork it (detached) and read one status line
+// from `notify_fd`: "OK <dev_id>" once the device is LIVE, or "ERR <message>". A standby is a new
+// process (exec of the same binary) started by the serving daemon.
 //   add:     ADD_DEV -> SET_PARAMS -> open /dev/ublkcN -> queues FETCH -> START_DEV -> save state
 //   recover: open target (new epoch) -> START_USER_RECOVERY (retried while EBUSY) -> open
 //            /dev/ublkcN -> queues FETCH -> END_USER_RECOVERY -> save state
