@@ -17,7 +17,8 @@ uint64_t TargetUserData(uint16_t tag, uint8_t sub) {
 Status ConnectTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out) {
   out->reset();
 #ifdef UNBD_HAVE_REMOTE
-  if (config.target == TargetType::kRemote && config.replicas.empty()) return ConnectRemoteTarget(config, out);
+  if (config.target == TargetType::kRemote)
+    return config.replicas.empty() ? ConnectRemoteTarget(config, out) : ConnectReplicatedTarget(config, out);
 #else
   (void)config;
 #endif
@@ -33,7 +34,8 @@ Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, co
       return CreateLoopTarget(config, out);
     case TargetType::kRemote:
 #ifdef UNBD_HAVE_REMOTE
-      // A replicated volume always takes a new ballot (a quorum open): no hint.
+      // A replicated volume always takes a new ballot (a quorum open): no hint. Its warm
+      // connections (`warm` lives until this returns) only need to outlive the open.
       if (!config.replicas.empty()) return CreateReplicatedTarget(config, out);
       return CreateRemoteTarget(config, out, hint, std::move(warm));
 #else

@@ -90,8 +90,8 @@ struct TargetHint {
 
 // A standby daemon's head start on the target: what can be set up before the volume is opened,
 // made and used once, so that taking over costs one OpenVolume round trip rather than gRPC's
-// first-use costs (tens of ms each under TCG). A plain remote volume's are its server connections;
-// null, loop and replicated targets have none to make (ConnectTarget gives nullptr).
+// first-use costs (tens of ms each under TCG). A remote volume's are its server connections (a
+// replicated one's, one per replica); null and loop targets have none (ConnectTarget gives nullptr).
 class TargetConnections {
  public:
   virtual ~TargetConnections() = default;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include "backend/admin_client.h"
 #include "backend/io_frame.h"
@@ -851,6 +852,45 @@ void ReplicatedTarget::WatchLoop() {
                    p.total_bytes >> 20, p.regions, p.bytes_per_s / 1e6, p.eta_seconds);
     }
   }
+}
+
+namespace {
+
+// A standby's connections to every replica. The replicated target's own control channels come from
+// backend::MakeChannel with the same arguments, so gRPC's global subchannel pool hands them these
+// already connected ones: the quorum open starts without a handshake.
+class ReplicaConnections final : public TargetConnections {
+ public:
+  explicit ReplicaConnections(const DeviceConfig& config) {
+    for (const auto& r : config.replicas) {
+      channels_.push_back(backend::MakeChannel(r));
+      channels_.back()->GetState(/*try_to_connect=*/true);
+    }
+  }
+  void KeepWarm() override {
+    for (auto& c : channels_) c->GetState(/*try_to_connect=*/true);
+  }
+  size_t connected() const {
+    size_t n = 0;
+    for (auto& c : channels_) n += c->GetState(false) == GRPC_CHANNEL_READY;
+    return n;
+  }
+
+ private:
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+};
+
+}  // namespace
+
+Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out) {
+  auto c = std::make_unique<ReplicaConnections>(config);
+  // A minority may be down: wait (up to 5 s) for every replica to connect, but settle for what did.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (c->connected() < config.replicas.size() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (c->connected() == 0) return Status::Unavailable("no replica of '" + config.volume + "' is reachable");
+  *out = std::move(c);
+  return Status::Ok();
 }
 
 Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out) {

@@ -82,5 +82,8 @@ class ReplicatedTarget : public Target {
 };
 
 Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out);
+// A standby's head start: connections to every replica (at least one must answer), which the
+// target's open then finds connected. Keep them until CreateReplicatedTarget has returned.
+Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out);
 
 }  // namespace unbd::frontend

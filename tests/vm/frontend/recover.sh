@@ -61,13 +61,6 @@ log "baseline: unbd start-up + list $((($(now_us) - t0) / 1000)) ms (under load)
 prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
 times=()
 firsts=()
-standby_pid() { "$UNBD" list -n "$1" --json | jq -r '.[0].standby_pid // 0'; }
-standby_ready() { # a standby is up and has logged that it is connected and waiting
-	local s
-	s=$(standby_pid "$1")
-	[ "$s" != 0 ] && [ "$(cat /proc/"$s"/comm 2>/dev/null)" = unbd-standby ] &&
-		grep -q "standby $s for device $1 (daemon pid $(daemon_pid "$1")) ready" "$UNBD_RUN_DIR/$1.log"
-}
 total=$cycles
 [ -n "$standby" ] && total=$((cycles + 1))
 for ((c = 1; c <= total; c++)); do

@@ -5,18 +5,24 @@
 # `unbd recover` at once (every recovery is a new quorum open: the epoch must rise); replica 1 is
 # killed during cycle 2 and restarted on its port during cycle 4. At the end the volume must be
 # healthy again and every block identical on the three replicas (`unbd volume verify`).
-# Usage: recover.sh [CYCLES]
+# With "standby" the device runs with --standby: before each kill a standby must be ready and it,
+# not `unbd recover`, must bring the device back, except in the last cycle, which kills the
+# standby too.
+# Usage: recover.sh [CYCLES] [standby]
 set -euo pipefail
 . "$UNBD_REPO/tests/vm/guest-lib.sh"
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
 . "$UNBD_REPO/tests/vm/replication/lib.sh"
 cycles=${1:-6}
+standby=${2:-}
+extra=()
+[ "$standby" = standby ] && extra=(--standby)
 
 load_ublk_driver
 start_replicas
 create_replicated_volume rv 512M
 dev=$(unbd_add -t remote --replicas "$reps" --volume rv -q 2 --recovery --reissue --need-get-data \
-	--retry-deadline-ms 60000)
+	--retry-deadline-ms 60000 "${extra[@]}")
 wait_for_blockdev "$dev"
 id=${dev#/dev/ublkb}
 log "$("$UNBD" list -n "$id")"
@@ -52,11 +58,24 @@ for ((c = 1; c <= cycles; c++)); do
 		start_replica 1 "${ADDRS[1]}"
 		log "cycle $c: replica 1 restarted on ${ADDRS[1]}"
 	fi
+	spid=
+	if [ -n "$standby" ]; then
+		wait_until 120 standby_ready "$id" || fail "no standby ready before cycle $c"
+		spid=$(standby_pid "$id")
+		if [ "$c" = "$cycles" ]; then
+			kill -9 "$spid"
+			log "cycle $c: standby $spid killed as well: unbd recover alone must bring the device back"
+			spid=
+		fi
+	fi
 	pid=$(daemon_pid "$id")
 	kill -9 "$pid"
 	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(cat /tmp/recover.out)"
 	epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
-	log "cycle $c: daemon $pid killed, recovered at epoch $epoch"
+	log "cycle $c: daemon $pid killed, recovered at epoch $epoch: $(cat /tmp/recover.out)"
+	if [ -n "$spid" ]; then
+		[ "$(daemon_pid "$id")" = "$spid" ] || fail "cycle $c: pid $(daemon_pid "$id") serves the device, not the standby $spid"
+	fi
 	[ "$epoch" -gt "$prev_epoch" ] || fail "cycle $c: epoch did not rise ($prev_epoch -> $epoch)"
 	prev_epoch=$epoch
 	is_state "$id" LIVE || fail "device not LIVE after recovery $c"
