@@ -134,6 +134,23 @@ Status ReplicaRpc::Read(uint64_t volume_id, uint64_t epoch, uint64_t offset, uin
   return s;
 }
 
+Status ReplicaRpc::Checksums(uint64_t volume_id, uint64_t start_block, uint32_t count,
+                             std::vector<uint64_t>* out) {
+  grpc::ClientContext ctx;
+  Arm(&ctx);
+  v1::BlockChecksumsRequest req;
+  req.mutable_volume()->set_id(volume_id);
+  req.set_start_block(start_block);
+  req.set_block_count(count);
+  v1::BlockChecksumsResponse resp;
+  Status s = backend::FromGrpc(admin_->BlockChecksums(&ctx, req, &resp));
+  if (s.ok() && resp.checksums_size() != static_cast<int>(count))
+    s = Status::Internal(target_ + ": " + std::to_string(resp.checksums_size()) + " checksums for " +
+                         std::to_string(count) + " blocks");
+  if (s.ok()) out->assign(resp.checksums().begin(), resp.checksums().end());
+  return s;
+}
+
 Status ReplicaRpc::Write(uint64_t volume_id, uint64_t epoch, uint64_t offset, std::string_view data,
                          bool fua, uint32_t out_mask, uint64_t generation) {
   grpc::ClientContext ctx;

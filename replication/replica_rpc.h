@@ -70,6 +70,9 @@ class ReplicaRpc {
   Status Zero(uint64_t volume_id, uint64_t epoch, uint64_t offset, uint64_t length, bool discard,
               uint32_t out_mask, uint64_t generation = 0);
   Status Flush(uint64_t volume_id, uint64_t epoch, uint64_t generation = 0);
+  // Per-block checksums of `count` blocks from `start_block` (VolumeAdmin.BlockChecksums: an
+  // unfenced read of what the replica holds now, unwritten blocks as zeros).
+  Status Checksums(uint64_t volume_id, uint64_t start_block, uint32_t count, std::vector<uint64_t>* out);
 
   Status PutMeta(uint64_t volume_id, uint64_t epoch, const v1::ReplicaSetMeta& meta);
   // Regions of one set (ascending) and the replica's region size.

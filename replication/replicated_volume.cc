@@ -380,23 +380,23 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t so
     if (replicas_[i]->state == ReplicaState::kOut) out_mask |= 1u << i;
   }
   Replica& src = *replicas_[source];
+  std::vector<CopyEnd> dsts;
+  for (size_t h : healthy) {
+    if (h != source) dsts.push_back({replicas_[h]->rpc.get(), replicas_[h]->volume_id, replicas_[h]->generation});
+  }
+  uint64_t copied = 0;
   for (uint64_t r : unstable) {
     const uint64_t off = r * region_bytes_;
     if (off >= size_bytes_) continue;
     const uint64_t len = std::min(region_bytes_, size_bytes_ - off);
-    for (size_t h : healthy) {
-      if (h == source) continue;
-      Replica& dst = *replicas_[h];
-      uint64_t copied = 0;
-      Status s = CopyRange({src.rpc.get(), src.volume_id, src.generation},
-                           {dst.rpc.get(), dst.volume_id, dst.generation}, epoch_, off, len,
-                           max_io_bytes_, out_mask, &copied);
-      // A racing opener won meanwhile: fenced, so the caller does not retry in a new round (that
-      // would fence the winner), and not a replica failure.
-      if (IsFenced(s)) return s;
-      if (!s.ok()) return Status::Unavailable("reconcile region " + std::to_string(r) + " from " +
-                                              src.rpc->target() + ": " + s.ToString());
-    }
+    // Usually only the blocks that were in flight differ: compare checksums, copy those.
+    Status s = CopyDifferingBlocks({src.rpc.get(), src.volume_id, src.generation}, dsts, epoch_, off, len,
+                                   max_io_bytes_, out_mask, &copied);
+    // A racing opener won meanwhile: fenced, so the caller does not retry in a new round (that
+    // would fence the winner), and not a replica failure.
+    if (IsFenced(s)) return s;
+    if (!s.ok()) return Status::Unavailable("reconcile region " + std::to_string(r) + " from " +
+                                            src.rpc->target() + ": " + s.ToString());
   }
   std::vector<Status> results(healthy.size());
   ForEachParallel(healthy.size(), [&](size_t k) {
@@ -415,9 +415,10 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t so
     }
   }
   open_stats_.reconciled_regions = unstable.size();
+  open_stats_.reconciled_bytes = copied;
   if (!unstable.empty()) {
-    spdlog::info("volume \"{}\" epoch {}: reconciled {} unstable regions from {}", name_, epoch_,
-                 unstable.size(), src.rpc->target());
+    spdlog::info("volume \"{}\" epoch {}: reconciled {} unstable regions from {}: {} bytes differed", name_,
+                 epoch_, unstable.size(), src.rpc->target(), copied);
   }
   return Status::Ok();
 }

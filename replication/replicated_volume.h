@@ -88,7 +88,8 @@ struct ReplicatedVolumeOptions {
 };
 
 struct OpenStats {
-  uint64_t reconciled_regions = 0;  // unstable regions copied from one healthy replica to the rest
+  uint64_t reconciled_regions = 0;  // unstable regions made equal on every healthy replica
+  uint64_t reconciled_bytes = 0;    // what that copied: the blocks that differed, per destination
   uint64_t marked_out = 0;          // replicas marked out by the open
   // Replicas whose server restarted after an unclean stop since the last owner recorded its
   // generation: a healthy one was reconciled from a trusted replica, a rebuilding one is rebuilt

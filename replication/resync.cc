@@ -59,6 +59,43 @@ Status CopyRange(const CopyEnd& src, const CopyEnd& dst, uint64_t epoch, uint64_
   return Status::Ok();
 }
 
+Status CopyDifferingBlocks(const CopyEnd& src, const std::vector<CopyEnd>& dsts, uint64_t epoch,
+                           uint64_t offset, uint64_t length, uint32_t max_io_bytes, uint32_t out_mask,
+                           uint64_t* copied) {
+  constexpr uint64_t kBlock = 4096;
+  constexpr uint64_t kMaxBlocksPerCall = 65536;  // the server's limit per BlockChecksums call
+  const uint64_t first = offset / kBlock, blocks = length / kBlock;
+  for (uint64_t start = 0; start < blocks; start += kMaxBlocksPerCall) {
+    const auto count = static_cast<uint32_t>(std::min(kMaxBlocksPerCall, blocks - start));
+    // Index 0 the source, then the destinations: one round trip's wait for all of them.
+    std::vector<std::vector<uint64_t>> sums(dsts.size() + 1);
+    std::vector<Status> got(dsts.size() + 1);
+    ForEachParallel(sums.size(), [&](size_t i) {
+      const CopyEnd& end = i == 0 ? src : dsts[i - 1];
+      got[i] = end.rpc->Checksums(end.volume_id, first + start, count, &sums[i]);
+    });
+    if (!got[0].ok()) return Status::Unavailable("checksums " + src.rpc->target() + ": " + got[0].ToString());
+    for (size_t d = 0; d < dsts.size(); ++d) {
+      if (!got[d + 1].ok())
+        return Status::Aborted("checksums " + dsts[d].rpc->target() + ": " + got[d + 1].ToString());
+      // Runs of differing blocks, each copied in pieces CopyRange cuts to max_io_bytes.
+      for (uint64_t b = 0; b < count;) {
+        if (sums[d + 1][b] == sums[0][b]) {
+          ++b;
+          continue;
+        }
+        uint64_t e = b + 1;
+        while (e < count && sums[d + 1][e] != sums[0][e]) ++e;
+        Status s = CopyRange(src, dsts[d], epoch, (first + start + b) * kBlock, (e - b) * kBlock, max_io_bytes,
+                             out_mask, copied);
+        if (!s.ok()) return s;
+        b = e;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 void ResyncJob::DestinationLost() {
   std::lock_guard lock(v_->mu_);
   // Copies and writes it had not flushed are gone, and cleared from the dirty sets already.

@@ -439,6 +439,8 @@ TEST_F(ResyncTest, OwnerKilledMidWriteNextOpenReconciles) {
   ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe-2"), &vol).ok());
   EXPECT_GT(vol->epoch(), old_epoch);
   EXPECT_GE(vol->open_stats().reconciled_regions, 1u);
+  // Only the block that differed moved, to each of the two replicas without it, not its region.
+  EXPECT_EQ(vol->open_stats().reconciled_bytes, 2u * 4096);
   const auto c0 = Checksums(0, "rvol");
   EXPECT_EQ(c0, Checksums(1, "rvol"));
   EXPECT_EQ(c0, Checksums(2, "rvol"));
@@ -494,6 +496,8 @@ TEST_F(ResyncTest, ReplicaRestartedWhileNoOwnerHeldTheVolumeIsNoReconcileSource)
   ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("owner-b"), &vol).ok());
   EXPECT_EQ(vol->open_stats().restarted, 1u);
   EXPECT_GE(vol->open_stats().reconciled_regions, 8u);
+  // Exactly what replica 0 lost came back to it; the replica that kept everything got nothing.
+  EXPECT_EQ(vol->open_stats().reconciled_bytes, lost * 4096);
   EXPECT_EQ(vol->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
   size_t stale = 0;
   for (const auto& [b, data] : model) {
