@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include <isa-l/crc64.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
@@ -75,12 +76,7 @@ std::string PairStr(uint64_t epoch, uint64_t version) {
 }  // namespace
 
 uint64_t BlockChecksum(std::string_view block) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : block) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
+  return crc64_ecma_refl(0, reinterpret_cast<const uint8_t*>(block.data()), block.size());
 }
 
 Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {

@@ -200,7 +200,9 @@ class Store {
   uint64_t server_generation_ = 0;
 };
 
-// FNV-1a 64 of a block's bytes (the BlockChecksums algorithm).
+// CRC-64/ECMA (reflected, ISA-L's carry-less-multiply code) of a block's bytes: the BlockChecksums
+// algorithm. Fast enough that checksumming a range costs little next to reading it, which the
+// owner's reconciliation relies on (it compares checksums before it copies).
 uint64_t BlockChecksum(std::string_view block);
 
 }  // namespace unbd::backend

@@ -343,7 +343,7 @@ class Daemon {
     if (!s.ok()) return s;
     std::unique_ptr<TargetConnections> warm;
     s = ConnectTarget(state_.config, &warm);
-    if (!s.ok()) spdlog::warn("standby {}: connecting to the target: {} (tries again)", getpid(), s.ToString());
+    if (!s.ok()) spdlog::warn("standby {}: connecting to the target: {} (keeps trying)", getpid(), s.ToString());
     spdlog::info("standby {} for device {} (daemon pid {}) ready in {:.1f} ms", getpid(), id, primary,
                  std::chrono::duration<double, std::milli>(Clock::now() - t_start).count());
 
@@ -354,7 +354,6 @@ class Daemon {
       uint64_t one = 1;
       (void)!write(died, &one, sizeof(one));
     }).detach();  // blocked until the death; the process may end first (SIGTERM)
-    auto last_try = Clock::now();
     for (;;) {
       pollfd p[2] = {{sigfd_, POLLIN, 0}, {died, POLLIN, 0}};
       int r = poll(p, 2, 1000);
@@ -366,13 +365,7 @@ class Daemon {
         close(died);
         break;
       }
-      if (warm) {
-        warm->KeepWarm();
-      } else if (Clock::now() - last_try > std::chrono::seconds(5)) {
-        last_try = Clock::now();
-        if (ConnectTarget(state_.config, &warm).ok() && warm)
-          spdlog::info("standby {}: connected to the target", getpid());
-      }
+      if (warm) warm->KeepWarm();  // never blocks: the death must be seen at once
     }
     const auto t_dead = Clock::now();
     spdlog::warn("standby {}: daemon pid {} of device {} died; taking over", getpid(), primary, id);

@@ -98,6 +98,7 @@ class TargetConnections {
   // Called about once a second while waiting: reconnects whatever the server closed meanwhile.
   virtual void KeepWarm() = 0;
 };
+// Not OK when some server did not answer; *out is set regardless (KeepWarm goes on trying).
 Status ConnectTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out);
 
 // Opens the target named by `config` (checks the file, connects to the backend, ...), on `warm`

@@ -385,17 +385,22 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t so
     if (h != source) dsts.push_back({replicas_[h]->rpc.get(), replicas_[h]->volume_id, replicas_[h]->generation});
   }
   uint64_t copied = 0;
-  for (uint64_t r : unstable) {
-    const uint64_t off = r * region_bytes_;
-    if (off >= size_bytes_) continue;
-    const uint64_t len = std::min(region_bytes_, size_bytes_ - off);
+  // `unstable` is ascending: runs of adjacent regions go as one range (one checksum call each).
+  for (size_t i = 0; i < unstable.size();) {
+    size_t j = i + 1;
+    while (j < unstable.size() && unstable[j] == unstable[j - 1] + 1) ++j;
+    const uint64_t off = unstable[i] * region_bytes_;
+    const uint64_t end = std::min<uint64_t>(size_bytes_, (unstable[j - 1] + 1) * region_bytes_);
+    const uint64_t first_region = unstable[i];
+    i = j;
+    if (off >= end) continue;
     // Usually only the blocks that were in flight differ: compare checksums, copy those.
-    Status s = CopyDifferingBlocks({src.rpc.get(), src.volume_id, src.generation}, dsts, epoch_, off, len,
+    Status s = CopyDifferingBlocks({src.rpc.get(), src.volume_id, src.generation}, dsts, epoch_, off, end - off,
                                    max_io_bytes_, out_mask, &copied);
     // A racing opener won meanwhile: fenced, so the caller does not retry in a new round (that
     // would fence the winner), and not a replica failure.
     if (IsFenced(s)) return s;
-    if (!s.ok()) return Status::Unavailable("reconcile region " + std::to_string(r) + " from " +
+    if (!s.ok()) return Status::Unavailable("reconcile regions from " + std::to_string(first_region) + " from " +
                                             src.rpc->target() + ": " + s.ToString());
   }
   std::vector<Status> results(healthy.size());

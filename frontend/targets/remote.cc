@@ -469,14 +469,19 @@ Status ConnectRemoteTarget(const DeviceConfig& config, std::unique_ptr<TargetCon
   // standby is for.
   std::vector<std::shared_ptr<grpc::Channel>> all = c->queues;
   all.push_back(c->control);
+  Status s;
   for (const auto& ch : all) {
-    if (!ch->WaitForConnected(deadline)) return Status::Unavailable("unbd-server at " + config.server + " is unreachable");
+    if (!ch->WaitForConnected(deadline)) {
+      s = Status::Unavailable("unbd-server at " + config.server + " is unreachable");
+      break;
+    }
     v1::Volume vol;
-    Status s = backend::AdminClient(ch).Stat(ref, &vol);
-    if (!s.ok()) return s;
+    s = backend::AdminClient(ch).Stat(ref, &vol);
+    if (!s.ok()) break;
   }
+  // The channels stay either way: KeepWarm connects them once the server is back.
   *out = std::move(c);
-  return Status::Ok();
+  return s;
 }
 
 // ---- RemoteTarget ----

@@ -888,8 +888,12 @@ Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Targe
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (c->connected() < config.replicas.size() && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (c->connected() == 0) return Status::Unavailable("no replica of '" + config.volume + "' is reachable");
+  const size_t connected = c->connected();
+  // The channels stay either way: KeepWarm connects the others once they are back.
   *out = std::move(c);
+  if (connected < config.replicas.size())
+    return Status::Unavailable(std::to_string(connected) + " of " + std::to_string(config.replicas.size()) +
+                               " replicas of '" + config.volume + "' connected");
   return Status::Ok();
 }
 
