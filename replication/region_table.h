@@ -4,16 +4,19 @@
 // For each region: the sequence number of the last write started on it (0: no write since the
 // region last left the unstable set), whether a FLUSH that completed on every healthy replica
 // covered that write, and how many writes to it are running. Writes of different queues may share
-// a region (the block layer only keeps them from overlapping), hence atomics.
+// a region (the block layer only keeps them from overlapping), hence atomics. The entry also holds
+// the region's lock word (RegionLocks, region_locks.h): every write locks the regions it tracks,
+// so both live on one cache line, and the word fills the entry's padding.
 //
 // Why a radix tree of lazily allocated leaves rather than one array sized from the volume: a
 // volume may be up to 2^60 bytes (thin) and may grow while open (Resize), while the entries
-// needed are only those of the regions written. Four levels of 2^13 cover every region index a
-// 64-bit offset can produce at the smallest region (4 KiB); a leaf (8192 regions, 128 KiB) is
-// allocated on the first write to its range and kept until the volume closes, so allocation
-// happens once per 8 GiB written to at 1 MiB regions, never per write. Every node keeps a bitmap
-// of its children and every leaf one of its tracked regions, so listing them (every FLUSH, with
-// every queue waiting) costs in proportion to the regions tracked, not to the tree.
+// needed are only those of the regions written (or copied by a resync, which locks them). Four
+// levels of 2^13 cover every region index a 64-bit offset can produce at the smallest region
+// (4 KiB); a leaf (8192 regions, 128 KiB) is allocated on the first write to its range and kept
+// until the volume closes, so allocation happens once per 8 GiB written to at 1 MiB regions, never
+// per write. Every node keeps a bitmap of its children and every leaf one of its tracked regions,
+// so listing them (every FLUSH, with every queue waiting) costs in proportion to the regions
+// tracked, not to the tree.
 #pragma once
 
 #include <atomic>
@@ -29,7 +32,9 @@ class RegionTable {
     // covered it. A newer write stores a larger value, which also clears `covered`.
     std::atomic<uint64_t> last{0};
     std::atomic<uint32_t> running{0};  // writes started and not ended
+    std::atomic<uint32_t> lock{0};     // RegionLocks' word; nothing else touches it
   };
+  static_assert(sizeof(Entry) == 16, "the lock word is meant to fill the padding");
   static uint64_t Seq(uint64_t last) { return last >> 1; }
   static bool Covered(uint64_t last) { return last & 1; }
 

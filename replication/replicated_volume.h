@@ -272,7 +272,6 @@ class ReplicatedVolume {
   std::unique_ptr<ReplicaMeta> meta_;
   std::vector<std::unique_ptr<Replica>> replicas_;
   OpenStats open_stats_;
-  RegionLocks locks_;
 
   // ---- Locking. mu_ guards the replicas' fields, fenced_, pinned_unstable_ and progress_, as
   // it always did, but the per-I/O path no longer takes it (a failed write's end does). That
@@ -329,6 +328,9 @@ class ReplicatedVolume {
   // running. Updated by writes under their lane; a flush lists it under every lane, so it sees
   // every write with a smaller sequence number as running or done.
   RegionTable regions_;
+  // Per region: shared by the writes, exclusive for a resync copy or an unstable-set clear. Its
+  // words live in regions_' entries.
+  RegionLocks locks_{&regions_};
   // Regions that stay unstable until the next open reconciles them: written by a write that
   // failed (it may have landed on some replicas only), or unstable while a healthy replica failed
   // without being marked out (a replica that crashed and came back lost its unsynced writes).
