@@ -3,27 +3,24 @@
 // at random offsets of a 1 GiB volume (1024 regions of 1 MiB), and with every write on one region
 // (the worst case: each pair writes the same word). No servers and no copier: the writes' side
 // alone, which bench/replication_bench's end-to-end figures cannot separate. Rounds alternate the
-// cases (the machine is shared); prints ns per pair per thread and pairs/s of all threads, medians
-// last.
+// cases (the machine is shared); prints ns per pair per thread, pairs/s of all threads and the
+// cores the threads got, medians last.
 //
 // The figures from before (one mutex over a std::map): build this file against main's
 // region_locks.h, constructing RegionLocks without the table (docs/replication.md, "Measured").
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <random>
-#include <thread>
 #include <vector>
 
+#include "bench/measure.h"
 #include "replication/region_locks.h"
 #include "replication/region_table.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 namespace repl = unbd::replication;
 
 struct Case {
@@ -32,49 +29,20 @@ struct Case {
   uint64_t regions;  // writes go to random regions among these
 };
 
-// Pairs per second of all threads together.
-double Run(const Case& c, double seconds) {
+unbd::bench::Rate Run(const Case& c, double seconds) {
   repl::RegionTable table;
   repl::RegionLocks locks(&table);
-  std::atomic<int> ready{0};
-  std::atomic<bool> go{false}, stop{false};
-  std::vector<uint64_t> pairs(c.threads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < c.threads; ++t) {
-    threads.emplace_back([&, t] {
-      // The random regions up front: the loop measures the lock, not the generator.
-      std::mt19937_64 rng(t + 1);
-      std::vector<uint64_t> order(1 << 16);
-      for (auto& r : order) r = rng() % c.regions;
-      ready++;
-      while (!go.load(std::memory_order_acquire)) {
-      }
-      uint64_t n = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
-        for (int k = 0; k < 1024; ++k, ++n) {
-          const uint64_t r = order[n & (order.size() - 1)];
-          locks.LockShared(r, r);
-          locks.UnlockShared(r, r);
-        }
-      }
-      pairs[t] = n;
-    });
-  }
-  while (ready < c.threads) std::this_thread::yield();
-  const auto t0 = Clock::now();
-  go.store(true, std::memory_order_release);
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  for (auto& th : threads) th.join();
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  uint64_t total = 0;
-  for (uint64_t p : pairs) total += p;
-  return total / secs;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return unbd::bench::OpsPerSecond(c.threads, seconds, [&](int thread) {
+    // The random regions up front: the loop measures the lock, not the generator.
+    std::mt19937_64 rng(thread + 1);
+    std::vector<uint64_t> order(1 << 16);
+    for (auto& r : order) r = rng() % c.regions;
+    return [&locks, order = std::move(order)](uint64_t n) {
+      const uint64_t r = order[n & (order.size() - 1)];
+      locks.LockShared(r, r);
+      locks.UnlockShared(r, r);
+    };
+  });
 }
 
 }  // namespace
@@ -90,19 +58,21 @@ int main(int argc, char** argv) {
                         {"2 threads, 1024 regions", 2, 1024},
                         {"1 thread, 1 region", 1, 1},
                         {"2 threads, 1 region", 2, 1}};
-  std::printf("%-6s %-24s %14s %14s\n", "round", "case", "ns/pair/thread", "Mpairs/s");
+  // cores: CPU time over wall time; below the threads' count, they shared a core (a busy machine).
+  std::printf("%-6s %-24s %14s %14s %6s\n", "round", "case", "ns/pair/thread", "Mpairs/s",
+              "cores");
   std::vector<double> rates[std::size(cases)];
   for (int round = 1; round <= rounds; ++round) {
     for (size_t k = 0; k < std::size(cases); ++k) {
-      const double rate = Run(cases[k], seconds);
-      rates[k].push_back(rate);
-      std::printf("%-6d %-24s %14.1f %14.2f\n", round, cases[k].name,
-                  1e9 * cases[k].threads / rate, rate / 1e6);
+      const unbd::bench::Rate rate = Run(cases[k], seconds);
+      rates[k].push_back(rate.per_second);
+      std::printf("%-6d %-24s %14.1f %14.2f %6.2f\n", round, cases[k].name,
+                  1e9 * cases[k].threads / rate.per_second, rate.per_second / 1e6, rate.cores);
       std::fflush(stdout);
     }
   }
   for (size_t k = 0; k < std::size(cases); ++k) {
-    const double rate = Median(rates[k]);
+    const double rate = unbd::bench::Median(rates[k]);
     std::printf("median %-24s %14.1f %14.2f\n", cases[k].name, 1e9 * cases[k].threads / rate,
                 rate / 1e6);
   }
