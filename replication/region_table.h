@@ -172,7 +172,9 @@ class RegionTable {
     }
   }
 
-  Node root_;
+  // Every lookup of every queue reads the root: it starts a cache line, so that no neighbour
+  // written per write (the volume's sequence counter, just before it) takes that line away.
+  alignas(64) Node root_;
 };
 
 }  // namespace unbd::replication
