@@ -120,8 +120,9 @@ class ReplicatedVolume {
   // ---- Hooks for a data path of its own (the frontend's per-queue streams); the unary calls
   // above are built from the same pieces, so the rules exist once. ----
   // `queue` (BeginFanOut, ReadSources): the caller's queue. Calls with different queues (modulo
-  // kLanes) share no lock and no written cache line apart from the sequence counter; the unary
-  // calls use queue 0.
+  // kLanes) share no lock and no written cache line apart from the sequence counter and the
+  // region table's lines of the regions both write (four regions a line); the unary calls use
+  // queue 0.
   //
   // Starts a write or flush: fails at once when fenced; a write holds its regions shared (a
   // resync copy of them waits). With block == false, kBusy when a copier holds or waits for one
