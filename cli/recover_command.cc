@@ -81,6 +81,13 @@ std::unique_ptr<frontend::RecoveryLock> LockRecovery(int id) {
   return lock;
 }
 
+// True when device `id`'s latest recovery was its standby's, at most `within_ms` ago; *st is the
+// state read.
+bool StandbyRecovered(int id, int64_t within_ms, DeviceState* st) {
+  return frontend::LoadDeviceState(id, st).ok() && st->recovered_by_standby &&
+         frontend::UnixMillisNow() - st->recovered_at_unix_ms <= within_ms;
+}
+
 // Runs the planned recovery; returns the report line. Fail()s (throws Exit) on error.
 std::string Execute(int id, Plan plan) {
   auto t0 = Clock::now();
@@ -176,19 +183,11 @@ void RegisterRecoverCommand(CLI::App& app) {
     // it once it has): give it a moment before concluding somebody else's daemon serves the device.
     // Not when the live daemon is a standby that took over moments ago: that is the recovery the
     // caller is asking for, done already.
-    auto standby_took_over = [id](int64_t within_ms) {
-      DeviceState now;
-      if (!frontend::LoadDeviceState(*id, &now).ok() || !now.recovered_by_standby) return int64_t{-1};
-      const int64_t ago = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count() -
-                          now.recovered_at_unix_ms;
-      return ago <= within_ms ? ago : int64_t{-1};
-    };
+    DeviceState now;
     const auto waited_from = Clock::now();
     Decision d = Decide(ctrl.get(), *id, false);
     for (auto deadline = waited_from + std::chrono::seconds(2);
-         d.plan == Plan::kLive && standby_took_over(5000) < 0 && Clock::now() < deadline;) {
+         d.plan == Plan::kLive && !StandbyRecovered(*id, 5000, &now) && Clock::now() < deadline;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       d = Decide(ctrl.get(), *id, false);
     }
@@ -196,12 +195,11 @@ void RegisterRecoverCommand(CLI::App& app) {
     if (d.plan == Plan::kLive) {
       // Recovered by someone else since the caller saw it dead (typically the device's standby,
       // which holds the lock while it takes over): a second recovery would fence it.
-      DeviceState now;
-      const int64_t ago = standby_took_over(INT64_MAX);
-      if (ago >= 0 && frontend::LoadDeviceState(*id, &now).ok()) {
+      if (StandbyRecovered(*id, INT64_MAX, &now)) {
         std::printf("/dev/ublkb%d recovered by its standby, pid %d, %lld ms before this command looked (epoch "
                     "%llu); nothing left to recover\n",
-                    *id, now.daemon_pid, static_cast<long long>(ago), static_cast<unsigned long long>(now.epoch));
+                    *id, now.daemon_pid, static_cast<long long>(frontend::UnixMillisNow() - now.recovered_at_unix_ms),
+                    static_cast<unsigned long long>(now.epoch));
         return;
       }
       std::printf("/dev/ublkb%d: live (%s), nothing to recover\n", *id, d.why.c_str());

@@ -299,9 +299,7 @@ class Daemon {
     state_.volume_id = target_->volume_id();
     state_.recoveries++;
     state_.recovered_by_standby = opts_.standby_for >= 0;
-    state_.recovered_at_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count();
+    state_.recovered_at_unix_ms = UnixMillisNow();
     s = SaveDeviceState(state_);
     if (!s.ok()) return s;
     auto ms = [](Clock::time_point a, Clock::time_point b) {
@@ -422,7 +420,6 @@ class Daemon {
       spdlog::error("device {}: starting a standby: {}", state_.dev_id, std::strerror(r));
       return;
     }
-    standby_pid_ = child;
     state_.standby_pid = child;
     Status s = SaveDeviceState(state_);
     if (!s.ok()) spdlog::warn("device {}: {}", state_.dev_id, s.ToString());
@@ -433,20 +430,20 @@ class Daemon {
 
   // Serve's tick: a standby that died is replaced (at most every 10 s, should it keep dying).
   void SuperviseStandby() {
-    if (standby_pid_ > 0) {
+    if (state_.standby_pid > 0) {
       int status = 0;
-      if (waitpid(standby_pid_, &status, WNOHANG) != standby_pid_) return;
-      spdlog::warn("device {}: standby pid {} exited (status 0x{:x})", state_.dev_id, standby_pid_, status);
-      standby_pid_ = 0;
+      if (waitpid(state_.standby_pid, &status, WNOHANG) != state_.standby_pid) return;
+      spdlog::warn("device {}: standby pid {} exited (status 0x{:x})", state_.dev_id, state_.standby_pid, status);
+      state_.standby_pid = 0;
     }
     if (Clock::now() - standby_started_ > kStandbyRestartInterval) StartStandby();
   }
 
   void StopStandby() {
-    if (standby_pid_ <= 0) return;
-    kill(standby_pid_, SIGTERM);
-    waitpid(standby_pid_, nullptr, 0);
-    standby_pid_ = 0;
+    if (state_.standby_pid <= 0) return;
+    kill(state_.standby_pid, SIGTERM);
+    waitpid(state_.standby_pid, nullptr, 0);
+    state_.standby_pid = 0;
   }
 
   // Sleeps `d`; true when the daemon is stopping.
@@ -568,7 +565,6 @@ class Daemon {
   std::condition_variable prefault_cv_;
   bool stopping_ = false;
   std::unique_ptr<LifeLine> lifeline_;  // held while serving with a standby
-  pid_t standby_pid_ = 0;
   Clock::time_point standby_started_{};
 };
 

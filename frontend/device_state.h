@@ -26,6 +26,9 @@ struct DeviceState {
   DeviceConfig config;
 };
 
+// Now, as DeviceState::recovered_at_unix_ms records it.
+int64_t UnixMillisNow();
+
 // The directory holding the state files: $UNBD_RUN_DIR, else /run/unbd.
 std::string StateDir();
 std::string StatePath(int dev_id);
