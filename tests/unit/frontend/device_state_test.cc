@@ -8,23 +8,10 @@
 
 #include "frontend/device_config.h"
 #include "frontend/device_state.h"
+#include "tests/unit/frontend/state_dir_test.h"
 
 namespace unbd::frontend {
 namespace {
-
-class StateDirTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("unbd-state-" + std::to_string(getpid()));
-    std::filesystem::remove_all(dir_);
-    setenv("UNBD_RUN_DIR", dir_.c_str(), 1);
-  }
-  void TearDown() override {
-    std::filesystem::remove_all(dir_);
-    unsetenv("UNBD_RUN_DIR");
-  }
-  std::filesystem::path dir_;
-};
 
 DeviceConfig RemoteConfig() {
   DeviceConfig c;

@@ -3,14 +3,15 @@
 #include "frontend/lifeline.h"
 
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
+#include <vector>
 
 #include <gtest/gtest.h>
+
+#include "tests/unit/frontend/state_dir_test.h"
 
 namespace unbd::frontend {
 namespace {
@@ -18,20 +19,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-class LifeLineTest : public ::testing::Test {
+class LifeLineTest : public StateDirTest {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("unbd-lifeline-" + std::to_string(getpid()));
-    std::filesystem::remove_all(dir_);
-    setenv("UNBD_RUN_DIR", dir_.c_str(), 1);
-  }
   void TearDown() override {
     for (pid_t p : children_) {
       kill(p, SIGKILL);
       waitpid(p, nullptr, 0);
     }
-    std::filesystem::remove_all(dir_);
-    unsetenv("UNBD_RUN_DIR");
+    StateDirTest::TearDown();
   }
 
   // A child process that holds device `id`'s lifeline, reports through a pipe, then sleeps (or
@@ -60,7 +55,6 @@ class LifeLineTest : public ::testing::Test {
     return pid;
   }
 
-  std::filesystem::path dir_;
   std::vector<pid_t> children_;
 };
 
