@@ -84,8 +84,10 @@ start_backend_process() {
 	local listen=${1:-127.0.0.1:0}
 	shift || true
 	rm -f "$BACKEND_DIR/port"
+	# The store lives on the guest's tmpfs (2 GiB with everything else): a 32 MiB memtable caps the
+	# WAL at 256 MiB, so a long fio run cannot fill the disk with logs (default 128: 1 GiB).
 	"$UNBD_SERVER_BIN" --listen "$listen" --data-dir "$BACKEND_DIR/db" --port-file "$BACKEND_DIR/port" \
-		--log-level warn "$@" >>"$BACKEND_DIR/server.log" 2>&1 &
+		--log-level warn --write-buffer-mib "${UNBD_BACKEND_WRITE_BUFFER_MIB:-32}" "$@" >>"$BACKEND_DIR/server.log" 2>&1 &
 	BACKEND_PID=$!
 	wait_until 20 test -s "$BACKEND_DIR/port" || fail "unbd-server did not start: $(tail -5 "$BACKEND_DIR/server.log")"
 	UNBD_SERVER=127.0.0.1:$(head -1 "$BACKEND_DIR/port")
