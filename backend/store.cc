@@ -146,7 +146,15 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
   Status ls = store->LoadVolumes();
   if (!ls.ok()) return ls;
   // Marks live next to the volume records: both are small and rarely written.
-  ls = replication::DirtyRegions::Open(db, store->meta_cf_, options.region_bytes, &store->dirty_);
+  // Their synced writes go through the same latch and group commit as every other write.
+  Store* st = store.get();
+  ls = replication::DirtyRegions::Open(
+      db, store->meta_cf_, options.region_bytes,
+      [st](rocksdb::WriteBatch* b, const std::string& what) {
+        Status s = st->WriteGuarded(b, what);
+        return s.ok() ? st->syncer_.Sync() : s;
+      },
+      &store->dirty_);
   if (ls.code() == Status::Code::kFailedPrecondition) {
     return Status::FailedPrecondition("data directory " + options.dir + ": " + ls.message() +
                                       " (start with the --region-bytes it was created with)");
@@ -165,10 +173,14 @@ Store::Store(StoreOptions options, rocksdb::DB* db, std::vector<rocksdb::ColumnF
       meta_cf_(cfs[1]),
       handles_(std::move(cfs)),
       syncer_([this] {
-        Status s = write_failure_.Check("WAL sync");
-        if (!s.ok()) return s;
-        return write_failure_.Record(FromRocks(db_->FlushWAL(/*sync=*/true), "WAL sync"));
+        return write_failure_.SyncWal(
+            [this] { return FromRocks(db_->FlushWAL(/*sync=*/true), "WAL sync"); });
       }) {}
+
+Status Store::WriteGuarded(rocksdb::WriteBatch* wb, const std::string& what) {
+  return write_failure_.Write(
+      what, [&] { return FromRocks(db_->Write(rocksdb::WriteOptions(), wb), what); });
+}
 
 Store::~Store() {
   dirty_.reset();
@@ -178,7 +190,7 @@ Store::~Store() {
     // Everything acknowledged is durable: the next start may keep the generation.
     rocksdb::WriteBatch wb;
     wb.Put(meta_cf_, kCleanCloseKey, "1");
-    s = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "marking the close clean");
+    s = WriteGuarded(&wb, "marking the close clean");
     if (s.ok()) s = syncer_.Sync();
     if (!s.ok()) spdlog::error("closing store: {}", s.ToString());
   }
@@ -216,7 +228,7 @@ Status Store::StartGeneration() {
   PutBigEndian64(gen, server_generation_);
   wb.Put(meta_cf_, kServerGenerationKey, rocksdb::Slice(gen, 8));
   wb.Delete(meta_cf_, kCleanCloseKey);
-  Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "storing the server generation");
+  Status st = WriteGuarded(&wb, "storing the server generation");
   if (!st.ok()) return st;
   return syncer_.Sync();
 }
@@ -263,10 +275,7 @@ Status Store::PutMetaSynced(const v1::Volume& meta, bool new_name) {
     PutBigEndian64(next, next_volume_id_);
     wb.Put(meta_cf_, kNextVolumeIdKey, rocksdb::Slice(next, 8));
   }
-  Status s = write_failure_.Check(VolumeCtx(meta.id()) + ": metadata");
-  if (!s.ok()) return s;
-  s = write_failure_.Record(
-      FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(meta.id()) + ": metadata"));
+  Status s = WriteGuarded(&wb, VolumeCtx(meta.id()) + ": metadata");
   if (!s.ok()) return s;
   return syncer_.Sync();
 }
@@ -333,11 +342,7 @@ Status Store::DeleteVolume(uint64_t volume_id) {
   // below forgets them in memory.
   wb.DeleteRange(meta_cf_, replication::DirtyRegionKey({volume_id, 0, 0}),
                  replication::DirtyRegionKey({volume_id + 1, 0, 0}));
-  Status s = write_failure_.Check(VolumeCtx(volume_id) + ": delete");
-  if (s.ok()) {
-    s = write_failure_.Record(
-        FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), VolumeCtx(volume_id) + ": delete"));
-  }
+  Status s = WriteGuarded(&wb, VolumeCtx(volume_id) + ": delete");
   if (s.ok()) s = syncer_.Sync();
   if (s.ok()) s = dirty_->DropVolume(volume_id);
   if (!s.ok()) return s;
@@ -583,8 +588,7 @@ Status Store::MarkDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set,
   if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
   s = CheckRegions(*v, set, regions);
   if (s.ok()) s = CheckEpoch(*v, epoch);
-  if (s.ok()) s = write_failure_.Check(VolumeCtx(volume_id) + ": marking regions");
-  if (s.ok()) s = write_failure_.Record(dirty_->MarkRegions(volume_id, set, regions));
+  if (s.ok()) s = dirty_->MarkRegions(volume_id, set, regions);
   return s;
 }
 
@@ -597,11 +601,10 @@ Status Store::ClearDirtyRegions(uint64_t volume_id, uint64_t epoch, uint32_t set
   if (v->deleted) return Status::NotFound(VolumeCtx(volume_id) + ": no such volume");
   s = CheckRegions(*v, set, all ? std::vector<uint64_t>{} : regions);
   if (s.ok()) s = CheckEpoch(*v, epoch);
-  if (s.ok()) s = write_failure_.Check(VolumeCtx(volume_id) + ": clearing regions");
   if (!s.ok()) return s;
   // No region can be past the end (marks are range-checked and volumes only grow).
-  if (all) return write_failure_.Record(dirty_->Clear(volume_id, set, 0, ~0ull));
-  return write_failure_.Record(dirty_->ClearRegions(volume_id, set, regions));
+  if (all) return dirty_->Clear(volume_id, set, 0, ~0ull);
+  return dirty_->ClearRegions(volume_id, set, regions);
 }
 
 Status Store::GetDirtyRegions(uint64_t volume_id, uint32_t set, bool counts_only,
@@ -852,8 +855,7 @@ void Store::ApplyVolumeGroup(VolumeState& v, std::span<IoOp*> ops, bool* need_sy
     if (options_.test_apply_delay_us) {
       std::this_thread::sleep_for(std::chrono::microseconds(options_.test_apply_delay_us));
     }
-    Status s = write_failure_.Check("write");
-    if (s.ok()) s = write_failure_.Record(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "write"));
+    Status s = WriteGuarded(&wb, "write");
     if (!s.ok()) {
       for (IoOp* op : writes) op->status = Status::IoError(OpCtx(*op) + ": " + s.message());
     } else if (!fresh_marks.empty()) {

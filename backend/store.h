@@ -43,6 +43,7 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class WriteBatch;
 }  // namespace rocksdb
 
 namespace unbd::replication {
@@ -189,6 +190,9 @@ class Store {
   rocksdb::ColumnFamilyHandle* data_cf_;
   rocksdb::ColumnFamilyHandle* meta_cf_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  // db_->Write through the write-failure latch (refused once latched; a failure latches).
+  Status WriteGuarded(rocksdb::WriteBatch* wb, const std::string& what);
+
   WriteFailureLatch write_failure_;
   WalSyncer syncer_;
   std::unique_ptr<replication::DirtyRegions> dirty_;

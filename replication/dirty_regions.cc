@@ -50,12 +50,13 @@ std::string DirtyRegionKey(const RegionKey& k) {
 }
 
 Status DirtyRegions::Open(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, uint64_t region_bytes,
-                          std::unique_ptr<DirtyRegions>* out) {
+                          WriteSyncedFn write_synced, std::unique_ptr<DirtyRegions>* out) {
   if (region_bytes < 4096 || (region_bytes & (region_bytes - 1)) != 0) {
     return Status::InvalidArgument("dirty regions: region size " + std::to_string(region_bytes) +
                                    " is not a power of two >= 4096");
   }
-  std::unique_ptr<DirtyRegions> d(new DirtyRegions(db, cf, region_bytes));
+  std::unique_ptr<DirtyRegions> d(
+      new DirtyRegions(db, cf, region_bytes, std::move(write_synced)));
   Status s = d->Load();
   if (!s.ok()) return s;
   *out = std::move(d);
@@ -114,15 +115,7 @@ Status DirtyRegions::RegionRange(uint64_t volume_id, uint64_t offset, uint64_t l
 }
 
 Status DirtyRegions::WriteSynced(rocksdb::WriteBatch* batch, const std::string& what) {
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  rocksdb::Status rs = db_->Write(wo, batch);
-  if (!rs.ok()) return Status::IoError(what + ": " + rs.ToString());
-  // A DB opened with manual_wal_flush (the block store) keeps even "synced" writes in a user-space
-  // buffer until FlushWAL; marks that do not ride with data must not sit there.
-  rs = db_->FlushWAL(/*sync=*/true);
-  if (!rs.ok()) return Status::IoError(what + ": WAL sync: " + rs.ToString());
-  return Status::Ok();
+  return write_synced_(batch, what);
 }
 
 Status DirtyRegions::PrepareMark(uint64_t volume_id, uint32_t set, uint64_t offset, uint64_t length,

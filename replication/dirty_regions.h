@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -55,8 +56,12 @@ class DirtyRegions {
  public:
   // Loads every mark from `cf` of `db` (neither is owned; both must outlive this object).
   // region_bytes: a power of two >= 4096. Fails if the database was used with another size.
+  // `write_synced` writes a batch and makes it durable (the store sends it through its
+  // write-failure latch and group commit); `what` names the write in errors.
+  using WriteSyncedFn =
+      std::function<Status(rocksdb::WriteBatch* batch, const std::string& what)>;
   static Status Open(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, uint64_t region_bytes,
-                     std::unique_ptr<DirtyRegions>* out);
+                     WriteSyncedFn write_synced, std::unique_ptr<DirtyRegions>* out);
 
   uint64_t region_bytes() const { return region_bytes_; }
 
@@ -88,8 +93,9 @@ class DirtyRegions {
   std::vector<uint32_t> Sets(uint64_t volume_id) const;
 
  private:
-  DirtyRegions(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, uint64_t region_bytes)
-      : db_(db), cf_(cf), region_bytes_(region_bytes) {}
+  DirtyRegions(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, uint64_t region_bytes,
+               WriteSyncedFn write_synced)
+      : db_(db), cf_(cf), region_bytes_(region_bytes), write_synced_(std::move(write_synced)) {}
   Status Load();
   Status RegionRange(uint64_t volume_id, uint64_t offset, uint64_t length, uint64_t* first,
                      uint64_t* last) const;
@@ -98,6 +104,7 @@ class DirtyRegions {
   rocksdb::DB* db_;
   rocksdb::ColumnFamilyHandle* cf_;
   const uint64_t region_bytes_;
+  const WriteSyncedFn write_synced_;
   mutable std::mutex mu_;
   std::map<std::pair<uint64_t, uint32_t>, std::set<uint64_t>> dirty_;  // guarded by mu_
 };
