@@ -146,8 +146,9 @@ class StreamCall {
 }  // namespace
 
 StreamServer::StreamServer(VolumeService* service,
-                           std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs)
-    : service_(service), cqs_(std::move(cqs)) {}
+                           std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs,
+                           uint32_t poll_us)
+    : service_(service), cqs_(std::move(cqs)), poll_(poll_us) {}
 
 StreamServer::~StreamServer() { Stop(); }
 
@@ -182,10 +183,30 @@ void StreamServer::Stop() {
   threads_.clear();
 }
 
+// With polling, a thread that just handled an event asks the queue again without sleeping
+// (AsyncNext with a deadline in the past still polls the sockets once) until poll_ passes: a
+// client's next batch at QD1 arrives within microseconds, and finding it this way saves the sleep
+// and the wake-up, a large part of a round trip. Idle, it sleeps in Next as before.
 void StreamServer::Run(grpc::ServerCompletionQueue* cq) {
   void* tag;
   bool ok;
-  while (cq->Next(&tag, &ok)) static_cast<StreamCall*>(tag)->Proceed(ok);
+  const gpr_timespec past = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+  for (;;) {
+    if (!cq->Next(&tag, &ok)) return;
+    static_cast<StreamCall*>(tag)->Proceed(ok);
+    if (poll_.count() == 0) continue;
+    auto until = std::chrono::steady_clock::now() + poll_;
+    for (;;) {
+      auto st = cq->AsyncNext(&tag, &ok, past);
+      if (st == grpc::CompletionQueue::SHUTDOWN) return;
+      if (st == grpc::CompletionQueue::GOT_EVENT) {
+        static_cast<StreamCall*>(tag)->Proceed(ok);
+        until = std::chrono::steady_clock::now() + poll_;
+      } else if (std::chrono::steady_clock::now() >= until) {
+        break;
+      }
+    }
+  }
 }
 
 }  // namespace unbd::backend

@@ -10,7 +10,9 @@
 //   ... service.BeginDrain(); server->Shutdown(); streams.Stop();   // Stop joins the threads
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -25,7 +27,10 @@ namespace unbd::backend {
 
 class StreamServer {
  public:
-  StreamServer(VolumeService* service, std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs);
+  // `poll_us` > 0: after an event a queue's thread polls for the next one for up to that long
+  // before it sleeps (see Run).
+  StreamServer(VolumeService* service, std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs,
+               uint32_t poll_us = 0);
   ~StreamServer();
 
   void Start();
@@ -41,6 +46,7 @@ class StreamServer {
 
   VolumeService* service_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
+  const std::chrono::microseconds poll_;
   std::vector<std::thread> threads_;
   std::mutex workers_mu_;
   std::condition_variable workers_cv_;

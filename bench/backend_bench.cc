@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -30,6 +31,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/grpc_runtime.h"
 #include "backend/admin_client.h"
 #include "backend/store.h"
 
@@ -51,6 +53,8 @@ struct Config {
   std::vector<std::string> workloads = {"randread", "randwrite"};
   std::vector<std::string> targets = {"unbd", "inproc", "nbd"};
   std::string server_bin;
+  std::vector<std::string> server_args;  // extra unbd-server flags
+  bool client_poll = false;  // clients spin on their queues/sockets instead of sleeping
   std::string nbd_server_bin = "/usr/bin/nbd-server";
   std::string work_dir;
 };
@@ -155,9 +159,13 @@ class UnbdTarget {
       std::string log = dir + "/server.log";
       freopen(log.c_str(), "w", stdout);
       freopen(log.c_str(), "a", stderr);
-      execl(cfg_.server_bin.c_str(), cfg_.server_bin.c_str(), "--listen", "127.0.0.1:0",
-            "--data-dir", (dir + "/db").c_str(), "--port-file", ports.c_str(), "--log-level",
-            "warn", nullptr);
+      const std::string db = dir + "/db";
+      std::vector<const char*> argv = {cfg_.server_bin.c_str(), "--listen", "127.0.0.1:0",
+                                       "--data-dir", db.c_str(), "--port-file", ports.c_str(),
+                                       "--log-level", "warn"};
+      for (const auto& a : cfg_.server_args) argv.push_back(a.c_str());
+      argv.push_back(nullptr);
+      execv(cfg_.server_bin.c_str(), const_cast<char* const*>(argv.data()));
       _exit(127);
     }
     for (int i = 0; i < 400 && !std::filesystem::exists(ports); ++i) {
@@ -189,8 +197,35 @@ class UnbdTarget {
                                     StreamStats& st) {
       auto channel = be::MakeChannel(target_, /*own_connection=*/true);
       auto stub = v1::BlockIo::NewStub(channel);
+      // The async API on a queue of our own, so that --client-poll can spin on it; blocking in
+      // Next costs the same as the sync API (which blocks on a queue of its own).
+      grpc::CompletionQueue cq;
       grpc::ClientContext ctx;
-      auto stream = stub->Stream(&ctx);
+      auto stream = stub->PrepareAsyncStream(&ctx, &cq);
+      enum : intptr_t { kStarted = 1, kWritten, kRead, kClosed, kFinished };
+      const gpr_timespec past = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+      auto next = [&]() -> std::pair<intptr_t, bool> {
+        void* tag = nullptr;
+        bool ok = false;
+        if (cfg_.client_poll) {
+          while (cq.AsyncNext(&tag, &ok, past) != grpc::CompletionQueue::GOT_EVENT) {
+          }
+        } else if (!cq.Next(&tag, &ok)) {
+          return {0, false};
+        }
+        return {reinterpret_cast<intptr_t>(tag), ok};
+      };
+      auto await = [&](intptr_t want) {
+        for (;;) {
+          auto [tag, ok] = next();
+          if (tag == want || tag == 0) return ok;
+        }
+      };
+      stream->StartCall(reinterpret_cast<void*>(kStarted));
+      if (!await(kStarted)) {
+        st.errors++;
+        return;
+      }
       std::mt19937_64 rng(1000 + si);
       const std::string payload = RandomBlock(si);
       const uint64_t blocks = cfg_.size_bytes / kIo;
@@ -216,35 +251,65 @@ class UnbdTarget {
         }
         for (auto& r : *batch.mutable_requests()) r.set_offset((rng() % blocks) * kIo);
       };
+      // One write may be outstanding at a time: later batches wait for it.
+      std::deque<int> unsent;
+      bool writing = false;
+      auto send = [&](int b) {
+        if (writing) {
+          unsent.push_back(b);
+          return;
+        }
+        stream->Write(batches[b], reinterpret_cast<void*>(kWritten));
+        writing = true;
+      };
       std::vector<int> sizes(nb, depth / nb);
       sizes[0] += depth % nb;
       for (int b = 0; b < nb; ++b) {
         fill(b, sizes[b]);
         sent_at[b] = NowNs();
-        stream->Write(batches[b]);
+        send(b);
       }
       v1::CompletionBatch done;
-      int next = 0;
+      stream->Read(&done, reinterpret_cast<void*>(kRead));
+      int next_batch = 0;
       bool stopping = false;
       int outstanding = nb;
-      while (outstanding > 0 && stream->Read(&done)) {
+      while (outstanding > 0) {
+        auto [tag, ok] = next();
+        if (!ok) {
+          st.errors++;
+          break;
+        }
+        if (tag == kWritten) {
+          writing = false;
+          if (!unsent.empty()) {
+            send(unsent.front());
+            unsent.pop_front();
+          }
+          continue;
+        }
         const uint64_t now = NowNs();
         for (const auto& c : done.completions()) {
           if (c.code() != 0) st.errors++;
-          st.Add(now - sent_at[next]);
+          st.Add(now - sent_at[next_batch]);
         }
         --outstanding;
         if (!stopping && Clock::now() >= deadline) stopping = true;
         if (!stopping) {
-          fill(next, sizes[next]);
-          sent_at[next] = NowNs();
-          stream->Write(batches[next]);
+          fill(next_batch, sizes[next_batch]);
+          sent_at[next_batch] = NowNs();
+          send(next_batch);
           ++outstanding;
         }
-        next = (next + 1) % nb;
+        next_batch = (next_batch + 1) % nb;
+        if (outstanding > 0) stream->Read(&done, reinterpret_cast<void*>(kRead));
       }
-      stream->WritesDone();
-      stream->Finish();
+      if (writing) await(kWritten);
+      stream->WritesDone(reinterpret_cast<void*>(kClosed));
+      await(kClosed);
+      grpc::Status status;
+      stream->Finish(&status, reinterpret_cast<void*>(kFinished));
+      await(kFinished);
     });
   }
 
@@ -452,7 +517,8 @@ class NbdTarget {
       int inflight = depth;
       bool stopping = false;
       while (inflight > 0) {
-        if (nbd_poll(h, -1) < 0) {
+        // --client-poll: spin (timeout 0) like the unbd client does.
+        if (nbd_poll(h, cfg_.client_poll ? 0 : -1) < 0) {
           st.errors++;
           break;
         }
@@ -526,11 +592,16 @@ std::vector<std::string> ParseList(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  unbd::TuneGrpcRuntime();
   Config cfg;
   std::string depths = "1,32,128", workloads = "randread,randwrite", targets = "unbd,inproc,nbd";
   uint64_t size_mib = cfg.size_bytes >> 20;
   CLI::App app{"backend_bench: 4 KiB random I/O against unbd-server, the in-process store, nbd-server"};
   app.add_option("--server-bin", cfg.server_bin, "unbd-server binary")->required();
+  app.add_flag("--client-poll", cfg.client_poll,
+               "unbd and nbd clients spin for completions instead of sleeping (both alike)");
+  app.add_option("--server-arg", cfg.server_args,
+                 "an extra unbd-server flag (repeatable), e.g. --server-arg=--poll-us=50");
   app.add_option("--nbd-server-bin", cfg.nbd_server_bin, "nbd-server binary")->capture_default_str();
   app.add_option("--size-mib", size_mib, "volume / export size")->capture_default_str();
   app.add_option("--seconds", cfg.seconds, "duration of each run")->capture_default_str();

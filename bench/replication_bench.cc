@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/grpc_runtime.h"
 #include "backend/admin_client.h"
 #include "bench/measure.h"
 #include "frontend/completion_queue.h"
@@ -583,6 +584,7 @@ int RunBookkeeping(const Config& cfg, std::vector<std::unique_ptr<Server>>& serv
 }  // namespace
 
 int main(int argc, char** argv) {
+  unbd::TuneGrpcRuntime();
   Config cfg;
   CLI::App app{"replication_bench: replicated target (3 vs 1 replicas, plain remote) and resync"};
   app.add_option("--server-bin", cfg.server_bin, "unbd-server binary")->required();

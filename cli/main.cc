@@ -2,8 +2,10 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "common/grpc_runtime.h"
 
 int main(int argc, char** argv) {
+  unbd::TuneGrpcRuntime();
   CLI::App app{"unbd: distributed network block device on Linux ublk"};
   app.require_subcommand(1);
   unbd::cli::RegisterVolumeCommands(app);

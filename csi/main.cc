@@ -14,6 +14,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include "common/grpc_runtime.h"
 #include "csi/controller_service.h"
 #include "csi/identity_service.h"
 #include "csi/node_service.h"
@@ -50,6 +51,7 @@ std::string DefaultUnbd() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  unbd::TuneGrpcRuntime();
   CLI::App app{"unbd-csi: CSI plugin (csi.unbd.io) attaching unbd volumes through ublk"};
   std::string endpoint = EnvOr("CSI_ENDPOINT", "unix:///var/lib/kubelet/plugins/csi.unbd.io/csi.sock");
   std::string node_id = EnvOr("NODE_ID", HostName());
