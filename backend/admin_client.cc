@@ -27,7 +27,9 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, bool own_c
   // A failed connection asks the resolver to re-resolve, which the DNS resolver throttles to once
   // per 30 s by default; that, not the backoff, kept a restarted server unseen for seconds.
   args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100);
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // BDP probing stays on (gRPC's default): it is what grows HTTP/2's flow-control windows past
+  // 64 KiB, and a stream carries several batches of up to 8 MiB. Off, 4K random writes at QD 32
+  // and 128 over loopback did 11 % and 17-20 % fewer IOPS; QD1 latency did not change.
   if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }

@@ -179,8 +179,8 @@ int main(int argc, char** argv) {
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Loopback/LAN block traffic: BDP probing pings add latency and nothing else.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // BDP probing stays on (gRPC's default), as in MakeChannel (admin_client.cc): it grows the
+  // flow-control windows that several large batches per stream need.
   builder.SetMaxReceiveMessageSize(static_cast<int>(limits.max_message_bytes()));
   builder.SetMaxSendMessageSize(static_cast<int>(limits.max_message_bytes()));
   builder.RegisterService(static_cast<unbd::v1::VolumeAdmin::Service*>(&service));
