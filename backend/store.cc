@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backend/key_codec.h"
+#include "backend/rocksdb_info_log.h"
 #include "replication/dirty_regions.h"
 
 namespace unbd::backend {
@@ -29,6 +30,8 @@ constexpr uint64_t kMaxVolumeBytes = 1ull << 60;  // keeps offset + length far f
 constexpr uint32_t kMaxChecksumBlocks = 65536;
 // Short discards are cheaper as point deletes: range tombstones cost every later read a check.
 constexpr uint64_t kPointDeleteMaxBlocks = 64;
+// RocksDB's LOG is rotated to LOG.old past this size.
+constexpr uint64_t kInfoLogMaxBytes = 64ull << 20;
 
 Status FromRocks(const rocksdb::Status& s, const std::string& context) {
   if (s.ok()) return Status::Ok();
@@ -107,6 +110,11 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
   db_opts.manual_wal_flush = true;
   db_opts.max_background_jobs = 2;
   db_opts.max_total_wal_size = 8 * options.write_buffer_bytes;
+  // RocksDB's own file logger aborts the server once the disk is full (rocksdb_info_log.h).
+  std::shared_ptr<RocksInfoLog> info_log;
+  Status log_status = RocksInfoLog::Open(options.dir, kInfoLogMaxBytes, &info_log);
+  if (!log_status.ok()) return log_status;
+  db_opts.info_log = info_log;
 
   rocksdb::ColumnFamilyOptions data_opts;
   rocksdb::BlockBasedTableOptions table;
