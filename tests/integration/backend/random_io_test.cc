@@ -1,5 +1,7 @@
 // Random reads, writes, discards, write-zeroes and flushes over the batched stream and the unary
-// calls, checked against an in-memory model; then a graceful restart and a full comparison.
+// calls, checked against an in-memory model; then a graceful restart and a full comparison. Run
+// against a server whose stream threads sleep between events and one whose threads poll
+// (--poll-us), which must serve and stop the same way.
 #include <random>
 
 #include "backend/store.h"
@@ -11,12 +13,14 @@ namespace {
 constexpr uint64_t kVolBytes = 16ull << 20;
 constexpr uint64_t kBlocks = kVolBytes / 4096;
 
-TEST(BackendRandomIo, MatchesInMemoryModel) {
+class BackendRandomIo : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(BackendRandomIo, MatchesInMemoryModel) {
   const std::string dir = TestDir("x");
   uint64_t vol;
   std::string model(kVolBytes, '\0');
   {
-    ServerProcess server(dir, dir + "/db");
+    ServerProcess server(dir, dir + "/db", GetParam());
     ASSERT_TRUE(server.started()) << server.log();
     backend::AdminClient admin(server.target());
     v1::Volume v;
@@ -109,11 +113,16 @@ TEST(BackendRandomIo, MatchesInMemoryModel) {
     }
     EXPECT_EQ(server.Kill(SIGTERM), 0) << server.log();
   }
-  ServerProcess again(dir, dir + "/db");
+  ServerProcess again(dir, dir + "/db", GetParam());
   ASSERT_TRUE(again.started()) << again.log();
   backend::IoClient io(again.target());
   EXPECT_EQ(ReadVolume(io, vol, 1, kVolBytes), model) << "data changed across a graceful restart";
 }
+
+INSTANTIATE_TEST_SUITE_P(StreamThreads, BackendRandomIo,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"--poll-us", "200"}),
+                         [](const auto& info) { return info.param.empty() ? "Sleeping" : "Polling"; });
 
 }  // namespace
 }  // namespace unbd::testing
