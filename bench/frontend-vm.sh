@@ -93,7 +93,8 @@ fi
 if want remote; then
 log "remote: unbd remote target (unbd-server) vs nbd (nbd-server), both on loopback"
 # The server's default memtable, as a user would run it (the tests use a smaller one).
-UNBD_BACKEND_WRITE_BUFFER_MIB=128 VOLUME_SIZE=512M start_backend
+# UNBD_BENCH_SERVER_ARGS: extra unbd-server flags (e.g. --poll-us 50).
+UNBD_BACKEND_WRITE_BUFFER_MIB=128 VOLUME_SIZE=512M start_backend ${UNBD_BENCH_SERVER_ARGS:-}
 dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
 prefill "$dev"
