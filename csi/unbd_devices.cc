@@ -66,7 +66,9 @@ Status UnbdDevices::Add(const VolumeId& v, int* dev_id) {
   } else {
     argv.insert(argv.end(), {"--replicas", JoinServers(v.servers)});
   }
-  argv.insert(argv.end(), {"--volume", v.name, "--recovery", "--reissue"});
+  // A standby daemon takes over within a fraction of a second when the serving one dies; the
+  // healer's `unbd recover` remains for when both are gone.
+  argv.insert(argv.end(), {"--volume", v.name, "--recovery", "--reissue", "--standby"});
   CommandResult r;
   Status s = RunCommand(argv, kUnbdTimeout, &r);
   if (!s.ok()) return s;

@@ -23,7 +23,7 @@ class UnbdDevices {
  public:
   explicit UnbdDevices(std::string unbd_bin) : unbd_(std::move(unbd_bin)) {}
 
-  // `unbd add -t remote --server|--replicas ... --volume NAME --recovery --reissue`; NotFound
+  // `unbd add -t remote --server|--replicas ... --volume NAME --recovery --reissue --standby`; NotFound
   // when the backend has no such volume.
   Status Add(const VolumeId& v, int* dev_id);
   Status Recover(int dev_id);
