@@ -2,7 +2,7 @@
 // never take the server down. RocksDB's own file logger appends through a WritableFileWriter,
 // which in Debian's (assert-enabled) build aborts the process on the first log line after a
 // failed append: with the data disk full, the next flush or error message killed unbd-server.
-// Here each line is one write(2) whose failure is counted and otherwise ignored.
+// Here each line is one write(2); a failed write loses that line and nothing else.
 //
 // The file keeps RocksDB's name and line format (tests and operators grep it for flush events);
 // runs append to it, and past `max_bytes` it is renamed to LOG.old and started afresh.
