@@ -3,27 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <functional>
-#include <thread>
+#include <memory>
 
-#include "backend/admin_client.h"
-#include "unbd/v1/io.grpc.pb.h"
-#include "unbd/v1/volume.grpc.pb.h"
+#include "replication/replica_rpc.h"
 
 namespace unbd::replication {
 namespace {
-
-void SetDeadline(grpc::ClientContext* ctx, std::chrono::milliseconds timeout) {
-  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
-}
-
-// Runs fn(i) for every replica on its own thread: a dead replica costs one timeout, not N.
-void ForEachParallel(size_t n, const std::function<void(size_t)>& fn) {
-  std::vector<std::thread> threads;
-  threads.reserve(n);
-  for (size_t i = 0; i < n; ++i) threads.emplace_back(fn, i);
-  for (auto& t : threads) t.join();
-}
 
 std::string Describe(const std::vector<ReplicaAddr>& replicas,
                      const std::vector<ReplicaOpenResult>& results) {
@@ -57,31 +42,22 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
   const size_t n = replicas.size();
   const size_t need = Majority(n);
   out->replicas.resize(n);
-  std::vector<std::shared_ptr<grpc::Channel>> channels(n);
-  for (size_t i = 0; i < n; ++i) channels[i] = backend::MakeChannel(replicas[i].target);
+  std::vector<std::unique_ptr<ReplicaRpc>> rpcs;
+  for (const auto& r : replicas) {
+    rpcs.push_back(std::make_unique<ReplicaRpc>(r.target, options.rpc_timeout));
+  }
 
   // Phase 1: learn the highest epoch a majority has promised. Safety does not depend on it (each
   // replica refuses a lower epoch by itself); it makes the first proposal likely to win.
   uint64_t epoch = options.epoch;
   if (epoch == 0) {
     ForEachParallel(n, [&](size_t i) {
-      auto stub = v1::VolumeAdmin::NewStub(channels[i]);
-      grpc::ClientContext ctx;
-      SetDeadline(&ctx, options.rpc_timeout);
-      v1::StatVolumeRequest req;
-      req.mutable_volume()->set_id(replicas[i].volume_id);
-      v1::StatVolumeResponse resp;
-      Status s = backend::FromGrpc(stub->StatVolume(&ctx, req, &resp));
-      if (s.code() == Status::Code::kUnavailable) {
-        // One quick retry: a transient connection failure (a loaded machine's handshake) must not
-        // cost the open; a replica that is really down fails again at once (refused).
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        grpc::ClientContext retry;
-        SetDeadline(&retry, options.rpc_timeout);
-        s = backend::FromGrpc(stub->StatVolume(&retry, req, &resp));
-      }
+      v1::VolumeRef ref;
+      ref.set_id(replicas[i].volume_id);
+      v1::Volume vol;
+      Status s = RetryUnlessRefused([&](bool wait) { return rpcs[i]->Stat(ref, &vol, wait); });
       out->replicas[i].status = s;
-      if (s.ok()) out->replicas[i].seen_epoch = resp.volume().epoch();
+      if (s.ok()) out->replicas[i].seen_epoch = vol.epoch();
     });
     size_t answered = 0;
     uint64_t max_epoch = 0;
@@ -99,25 +75,13 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
   }
   out->epoch = epoch;
 
-  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too:
-  // each one that promises is one fewer to bring back later.
+  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too: each one that promises is one fewer to bring back
+  // later. A promise is idempotent for the same client id, so the retry is safe.
   ForEachParallel(n, [&](size_t i) {
-    auto stub = v1::BlockIo::NewStub(channels[i]);
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, options.rpc_timeout);
-    v1::OpenVolumeRequest req;
-    req.set_volume_id(replicas[i].volume_id);
-    req.set_epoch(epoch);
-    req.set_client_id(options.client_id);
     ReplicaOpenResult& r = out->replicas[i];
-    r.status = backend::FromGrpc(stub->OpenVolume(&ctx, req, &r.response));
-    if (r.status.code() == Status::Code::kUnavailable) {
-      // As in phase 1; a promise is idempotent for the same client id, so a retry is safe.
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      grpc::ClientContext retry;
-      SetDeadline(&retry, options.rpc_timeout);
-      r.status = backend::FromGrpc(stub->OpenVolume(&retry, req, &r.response));
-    }
+    r.status = RetryUnlessRefused([&](bool wait) {
+      return rpcs[i]->Open(replicas[i].volume_id, epoch, options.client_id, &r.response, wait);
+    });
   });
 
   size_t fenced = 0;

@@ -27,6 +27,15 @@ bool IsGenerationGone(const Status& s) {
          s.message().find("is gone") != std::string::npos;
 }
 
+Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call) {
+  Status s = call(false);
+  if (s.code() != Status::Code::kUnavailable ||
+      s.message().find("Connection refused") != std::string::npos) {
+    return s;
+  }
+  return call(true);
+}
+
 std::string NewReplicaUuid() {
   std::random_device rd;
   std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd());
@@ -52,9 +61,10 @@ void ReplicaRpc::Arm(grpc::ClientContext* ctx) const {
 }
 
 Status ReplicaRpc::Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
-                        v1::OpenVolumeResponse* out) {
+                        v1::OpenVolumeResponse* out, bool wait_for_ready) {
   grpc::ClientContext ctx;
   Arm(&ctx);
+  ctx.set_wait_for_ready(wait_for_ready);
   v1::OpenVolumeRequest req;
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);

@@ -40,6 +40,13 @@ bool IsFenced(const Status& s);
 // acknowledged since its last FLUSH. The server answers ABORTED naming the generation.
 bool IsGenerationGone(const Status& s);
 
+// Runs call(/*wait_for_ready=*/false) and, if it could not connect for any reason but a refusal
+// (a handshake that failed or timed out on a loaded machine), once more with wait_for_ready, so
+// the retry waits within its deadline for the channel's next connection attempt: asked again
+// without it inside the reconnect backoff, the channel only hands back its cached failure. A
+// refused connection is a server that is down, and is not waited for.
+Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call);
+
 // A random RFC 4122 version-4 uuid: the identity of one copy of a volume.
 std::string NewReplicaUuid();
 
@@ -49,7 +56,7 @@ class ReplicaRpc {
   const std::string& target() const { return target_; }
 
   Status Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
-              v1::OpenVolumeResponse* out);
+              v1::OpenVolumeResponse* out, bool wait_for_ready = false);
   // wait_for_ready: a replica that just came back is waited for (within the timeout) instead of
   // failing at once while the channel is still in its reconnect backoff (a probe).
   Status Stat(const v1::VolumeRef& ref, v1::Volume* out, bool wait_for_ready = false);

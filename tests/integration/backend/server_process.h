@@ -130,6 +130,7 @@ class ServerProcess {
   }
   int exit_code() const { return exit_code_; }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
   std::string log() const { return ReadFile(log_); }
 

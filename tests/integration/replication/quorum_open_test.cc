@@ -11,10 +11,12 @@
 
 #include "backend/admin_client.h"
 #include "tests/integration/backend/server_process.h"
+#include "tests/integration/replication/dropping_proxy.h"
 
 namespace unbd::replication {
 namespace {
 
+using testing::DroppingProxy;
 using testing::ServerProcess;
 using testing::TestDir;
 
@@ -107,6 +109,20 @@ TEST_F(QuorumOpenTest, NeedsAMajority) {
   EXPECT_GT(res.epoch, epoch_a);
   EXPECT_EQ(CountFenced(WriteEverywhere(epoch_a, 0, 'a')), 3u);
   EXPECT_EQ(CountOk(WriteEverywhere(res.epoch, 0, 'b')), 3u);
+}
+
+TEST_F(QuorumOpenTest, AReplicaWhoseFirstConnectionsFailIsRetriedNotCountedOut) {
+  // Replica 2 is up, but its first connections are dropped mid-handshake (a loaded machine's can
+  // be). Replica 0 is really down. The open must not count replica 2 out: a retry that only
+  // asks the channel again inside its reconnect backoff gets the cached failure back.
+  DroppingProxy proxy(servers_[2]->port(), /*drop_first=*/2);
+  std::vector<ReplicaAddr> view = View({0});
+  view[2].target = proxy.target();
+  QuorumOpenResult res;
+  Status s = QuorumOpen(view, {.client_id = "patient"}, &res);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(res.accepted, 2u);
+  EXPECT_GE(proxy.dropped(), 1);
 }
 
 TEST_F(QuorumOpenTest, SameEpochTwoClientsAtMostOneWins) {
