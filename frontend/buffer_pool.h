@@ -22,6 +22,8 @@ class IoBuffers {
   // false once every page is in. Safe while I/O uses the buffers; one thread at a time.
   bool PrefaultSome(size_t bytes);
   uint8_t* at(size_t i) const { return base_ + i * size_; }
+  // Buffers [0, resident()) are wholly faulted in (and locked).
+  size_t resident() const { return size_ ? prefaulted_ / size_ : 0; }
   size_t count() const { return count_; }
   size_t size() const { return size_; }
   bool locked() const { return locked_; }

@@ -1,6 +1,7 @@
 #include "frontend/queue.h"
 
 #include <pthread.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <immintrin.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -125,6 +127,11 @@ Status Queue::Setup() {
 
   Status s = buffers_.Allocate(depth_, info_.max_io_buf_bytes);
   if (!s.ok()) return s;
+  // Filled in by PrefaultSome. Without it (an old kernel, no memlock allowance) I/O goes on with
+  // plain buffers.
+  r = io_uring_register_buffers_sparse(&ring_, depth_);
+  fixed_table_ = r == 0;
+  if (r < 0) spdlog::debug("queue {}: no registered buffers: {}", q_, std::strerror(-r));
   s = target_->CreateQueueHandler(this, &handler_);
   if (!s.ok()) return s;
   ArmEventfd();
@@ -132,7 +139,41 @@ Status Queue::Setup() {
   return Status::Ok();
 }
 
+bool Queue::PrefaultSome(size_t bytes) {
+  const bool more = buffers_.PrefaultSome(bytes);
+  if (!fixed_table_) return more;
+  const uint32_t from = fixed_tags_.load(std::memory_order_relaxed);
+  const uint32_t to = static_cast<uint32_t>(std::min<size_t>(buffers_.resident(), depth_));
+  if (to > from) {
+    std::vector<iovec> iovs;
+    for (uint32_t t = from; t < to; ++t) iovs.push_back({buffers_.at(t), buffers_.size()});
+    const int r = io_uring_register_buffers_update_tag(&ring_, from, iovs.data(), nullptr, to - from);
+    if (r == static_cast<int>(to - from)) {
+      fixed_tags_.store(to, std::memory_order_release);
+    } else {
+      // Pinning refused (e.g. RLIMIT_MEMLOCK): stop trying; plain buffers work the same.
+      spdlog::info("queue {}: registering buffers {}..{} failed ({}); I/O uses plain buffers", q_, from, to - 1,
+                   r < 0 ? std::strerror(-r) : "partial");
+      fixed_table_ = false;
+    }
+  }
+  return more;
+}
+
+int Queue::FixedBufferIndex(const uint8_t* buf, uint32_t len) {
+  const uint32_t n = fixed_tags_.load(std::memory_order_acquire);
+  const uint8_t* base = buffers_.at(0);
+  if (buf < base || buf >= base + n * buffers_.size()) return -1;
+  const size_t tag = static_cast<size_t>(buf - base) / buffers_.size();
+  if (buf + len > buffers_.at(tag) + buffers_.size()) return -1;
+  stats_.fixed_buffer_ios.fetch_add(1, std::memory_order_relaxed);
+  return static_cast<int>(tag);
+}
+
 Status Queue::PostFetches() {
+  // The device as the ring's registered file: no file reference taken and dropped per command.
+  const int fd = device_->fd();
+  fixed_device_file_ = io_uring_register_files(&ring_, &fd, 1) == 0;
   for (uint16_t tag = 0; tag < depth_; ++tag) {
     PostIoCmd(UBLK_IO_FETCH_REQ, tag, 0, buffers_.at(tag));
   }
@@ -169,7 +210,12 @@ void Queue::PostIoCmd(uint32_t op, uint16_t tag, int32_t result, uint8_t* addr) 
   io_uring_sqe* sqe = GetSqe();
   std::memset(sqe, 0, 2 * sizeof(*sqe));
   sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = device_->fd();
+  if (fixed_device_file_) {
+    sqe->fd = 0;
+    sqe->flags = IOSQE_FIXED_FILE;
+  } else {
+    sqe->fd = device_->fd();
+  }
   sqe->cmd_op = op;
   auto* cmd = reinterpret_cast<ublksrv_io_cmd*>(sqe->cmd);
   cmd->q_id = static_cast<uint16_t>(q_);
@@ -215,7 +261,10 @@ void Queue::Loop() {
     busy = n > 0 || polled;
   }
   handler_->Stop();
-  spdlog::info("queue {}: all {} tags aborted, thread exits", q_, depth_);
+  spdlog::info("queue {}: all {} tags aborted, thread exits; {} requests, {} NEED_GET_DATA, {} of {} buffers "
+               "registered, {} target I/Os on registered buffers",
+               q_, depth_, stats_.requests.load(), stats_.need_get_data.load(),
+               fixed_tags_.load(std::memory_order_acquire), depth_, stats_.fixed_buffer_ios.load());
 }
 
 void Queue::HandleCqe(const io_uring_cqe* cqe) {

@@ -30,6 +30,7 @@ struct QueueStats {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> need_get_data{0};
+  std::atomic<uint64_t> fixed_buffer_ios{0};  // target I/O on the ring's registered buffers
   std::atomic<uint64_t> double_commits{0};  // must stay 0: a bug if not
 };
 
@@ -50,13 +51,15 @@ class Queue final : public QueueContext {
   void Join();
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   const QueueStats& stats() const { return stats_; }
-  // After Start() resolved OK: fault in and lock the I/O buffers (slow; off the critical path).
-  // See IoBuffers::PrefaultSome.
-  bool PrefaultSome(size_t bytes) { return buffers_.PrefaultSome(bytes); }
+  // After Start() resolved OK: fault in and lock the I/O buffers (slow; off the critical path),
+  // and register the tags' buffers that are wholly in with the ring (FixedBufferIndex). See
+  // IoBuffers::PrefaultSome. Any one thread, not the queue's.
+  bool PrefaultSome(size_t bytes);
 
   int queue_id() const override { return q_; }
   uint16_t depth() const override { return depth_; }
   io_uring_sqe* GetSqe() override;
+  int FixedBufferIndex(const uint8_t* buf, uint32_t len) override;
   void Complete(uint16_t tag, int result) override;
   void CompleteAsync(uint16_t tag, int result) override;
 
@@ -87,6 +90,11 @@ class Queue final : public QueueContext {
   io_uring ring_{};
   bool ring_ok_ = false;
   IoBuffers buffers_;
+  // Registered buffers: a sparse table of depth_ slots, slot t = tag t's buffer once it is resident.
+  // Tags [0, fixed_tags_) are registered (published with release by the prefaulting thread).
+  bool fixed_table_ = false;
+  std::atomic<uint32_t> fixed_tags_{0};
+  bool fixed_device_file_ = false;  // the ublk char device is the ring's registered file 0
   std::unique_ptr<QueueHandler> handler_;
   CompletionQueue completions_;
   std::vector<TagState> state_;

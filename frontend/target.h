@@ -38,6 +38,11 @@ class QueueContext {
   // The queue's own io_uring, for handlers that do their I/O there (queue thread only). Never
   // returns a null SQE: it submits to make room when the ring is full.
   virtual io_uring_sqe* GetSqe() = 0;
+  // The index of the ring's registered buffer that holds [buf, buf + len), or -1. A handler doing
+  // O_DIRECT I/O on the ring passes it to READ_FIXED / WRITE_FIXED, and the kernel then skips
+  // pinning the buffer's pages for every request. The tags' buffers are registered as they are
+  // faulted in, a little after start-up (queue thread only).
+  virtual int FixedBufferIndex(const uint8_t* /*buf*/, uint32_t /*len*/) { return -1; }
   virtual void Complete(uint16_t tag, int result) = 0;       // queue thread only
   // Any thread; arrives as QueueHandler::OnAsync on the queue thread. `tag` may also be a value
   // >= depth() that the handler uses for its own events (e.g. "stream broken").

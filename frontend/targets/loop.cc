@@ -103,10 +103,15 @@ class LoopHandler final : public QueueHandler {
     const IoRequest& req = reqs_[tag];
     uint32_t done = done_[tag];
     io_uring_sqe* sqe = ctx_->GetSqe();
+    uint8_t* buf = req.buf + done;
+    const uint32_t len = req.length - done;
+    const int fixed = ctx_->FixedBufferIndex(buf, len);
     if (req.op == UBLK_IO_OP_READ) {
-      io_uring_prep_read(sqe, fd_, req.buf + done, req.length - done, req.offset + done);
+      if (fixed >= 0) io_uring_prep_read_fixed(sqe, fd_, buf, len, req.offset + done, fixed);
+      else io_uring_prep_read(sqe, fd_, buf, len, req.offset + done);
     } else {
-      io_uring_prep_write(sqe, fd_, req.buf + done, req.length - done, req.offset + done);
+      if (fixed >= 0) io_uring_prep_write_fixed(sqe, fd_, buf, len, req.offset + done, fixed);
+      else io_uring_prep_write(sqe, fd_, buf, len, req.offset + done);
       if (req.flags & UBLK_IO_F_FUA) sqe->rw_flags = RWF_DSYNC;
     }
     sqe->user_data = TargetUserData(tag, kRw);

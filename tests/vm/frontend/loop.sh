@@ -29,6 +29,10 @@ after=$(du -k /tmp/backing.img | cut -f1)
 ext4_roundtrip "$dev" /mnt/l 4
 "$UNBD" del -n "$id"
 wait_gone "$dev"
+# The tags' buffers became the ring's registered buffers once faulted in, and file I/O used them.
+grep -h "buffers registered" "$UNBD_RUN_DIR/$id.log" || fail "no queue counters in the daemon log"
+awk '/buffers registered/ { if ($0 ~ / [1-9][0-9]* of [0-9]+ buffers registered, [1-9][0-9]* target I\/Os/) ok++ }
+	END { exit ok != 2 }' "$UNBD_RUN_DIR/$id.log" || fail "a queue did no file I/O on registered buffers"
 # The file system lives on in the file: check it and read a file straight out of it.
 e2fsck -fn /tmp/backing.img >/dev/null || fail "the backing file does not hold a clean file system"
 [ "$(debugfs -R "cat /f3" /tmp/backing.img 2>/dev/null | sha256sum | cut -d' ' -f1)" = \
