@@ -147,13 +147,14 @@ bool Queue::PrefaultSome(size_t bytes) {
   if (to > from) {
     std::vector<iovec> iovs;
     for (uint32_t t = from; t < to; ++t) iovs.push_back({buffers_.at(t), buffers_.size()});
-    const int r = io_uring_register_buffers_update_tag(&ring_, from, iovs.data(), nullptr, to - from);
+    const int r =
+        io_uring_register_buffers_update_tag(&ring_, from, iovs.data(), nullptr, to - from);
     if (r == static_cast<int>(to - from)) {
       fixed_tags_.store(to, std::memory_order_release);
     } else {
       // Pinning refused (e.g. RLIMIT_MEMLOCK): stop trying; plain buffers work the same.
-      spdlog::info("queue {}: registering buffers {}..{} failed ({}); I/O uses plain buffers", q_, from, to - 1,
-                   r < 0 ? std::strerror(-r) : "partial");
+      spdlog::info("queue {}: registering buffers {}..{} failed ({}); I/O uses plain buffers", q_,
+                   from, to - 1, r < 0 ? std::strerror(-r) : "partial");
       fixed_table_ = false;
     }
   }

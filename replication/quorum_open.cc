@@ -75,8 +75,9 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
   }
   out->epoch = epoch;
 
-  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too: each one that promises is one fewer to bring back
-  // later. A promise is idempotent for the same client id, so the retry is safe.
+  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too:
+  // each one that promises is one fewer to bring back later. A promise is idempotent for the same
+  // client id, so the retry is safe.
   ForEachParallel(n, [&](size_t i) {
     ReplicaOpenResult& r = out->replicas[i];
     r.status = RetryUnlessRefused([&](bool wait) {
