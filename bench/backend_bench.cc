@@ -638,6 +638,8 @@ int main(int argc, char** argv) {
     }
     for (const auto& w : cfg.workloads) {
       for (int qd : cfg.depths) {
+        // A profiler (bench/run-qd1-profile) starts sampling on this line.
+        std::fprintf(stderr, "[%s] %-9s QD%-3d running for %.1f s\n", name.c_str(), w.c_str(), qd, cfg.seconds);
         Result r = target.Run(w, qd);
         results[name][key(w, qd)] = r;
         std::fprintf(stderr, "[%s] %-9s QD%-3d %8.0f IOPS  p50 %7.1f us%s\n", name.c_str(),
