@@ -37,19 +37,6 @@ measure_one() {
 }
 # UNBD_BENCH_ONLY=remote (comma list of null,loop,remote) runs only those sections.
 want() { [ -z "${UNBD_BENCH_ONLY:-}" ] || [[ ",$UNBD_BENCH_ONLY," == *",$1,"* ]]; }
-# settle_backend: waits (up to 120 s) until the backend store has finished every memtable flush it
-# started; prints how long that took.
-settle_backend() {
-	local log=$BACKEND_DIR/db/LOG t0=$SECONDS started finished
-	sleep 2  # a flush triggered by the last prefill write starts shortly after it
-	while [ $((SECONDS - t0)) -lt 120 ]; do
-		started=$(grep -c '"event": "flush_started"' "$log" 2>/dev/null || true)
-		finished=$(grep -c '"event": "flush_finished"' "$log" 2>/dev/null || true)
-		[ "${started:-0}" = "${finished:-0}" ] && break
-		sleep 1
-	done
-	log "backend store settled after $((SECONDS - t0)) s (${finished:-0} memtable flushes)"
-}
 prefill() { fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size=128M --iodepth=4 >/dev/null || fail "prefill $1"; }
 
 load_ublk_driver

@@ -4,13 +4,17 @@
 # time the server's and the client's processes use per request (/proc/PID/stat over a timed
 # window); the second under `perf record -a`, for the share of each process's user time spent in
 # gRPC's libraries. (perf's own start-up costs seconds of CPU under TCG and its sampling clock
-# drifts there, so it gives shares, not totals.)
+# drifts there, so it gives shares, not totals.) With a ublk driver (UNBD_UBLK_DRIVER), it then
+# puts the bare gRPC client's IOPS between fio's on the kernel's nbd device and on a remote unbd
+# device, all at QD1 in this run: what the network protocol allows, and what the frontend adds;
+# and which threads of the guest spend the CPU while the remote device runs.
 set -uo pipefail
 b=$UNBD_BUILD_DIR/bench/backend_bench
 echo 0 >/proc/sys/kernel/kptr_restrict
 echo -1 >/proc/sys/kernel/perf_event_paranoid
 hz=$(getconf CLK_TCK)
 window_s=4
+declare -A grpc_client_iops
 start_bench() { # TARGET WORKLOAD: starts backend_bench, returns once its timed run is going
 	rm -rf /tmp/bb /tmp/bb.out
 	"$b" --server-bin "$UNBD_BUILD_DIR/backend/unbd-server" --size-mib 64 --depths 1 \
@@ -40,6 +44,8 @@ for wl in randread randwrite; do
 		read -r cu1 ck1 <<<"$(ticks "$bench_pid")"
 		n1=$(date +%s%N)
 		finish_bench "$t"
+		plain_iops=$iops
+		[ "$t" = unbd ] && grpc_client_iops[$wl]=$iops
 		cpu=$(awk -v hz="$hz" -v ns=$((n1 - n0)) -v iops="$iops" -v a="$((su1 - su0)) $((sk1 - sk0)) $((cu1 - cu0)) $((ck1 - ck0))" \
 			'BEGIN { split(a, d, " "); for (i = 1; i <= 4; i++) printf "%.0f ", d[i] / hz / (ns / 1e9) * 1e6 / iops }')
 		start_bench "$t" "$wl"
@@ -65,6 +71,58 @@ for wl in randread randwrite; do
 				printf "RESULT %-9s %-4s CPU us/request: server user %4.0f (gRPC %4.0f) kernel %4.0f | client user %4.0f (gRPC %4.0f) kernel %4.0f | total %4.0f, gRPC %4.0f\n",
 					wl, t, c[1], c[1] * sg, c[2], c[3], c[3] * cg, c[4], total, c[1] * sg + c[3] * cg
 			}'
-		echo "RESULT $wl $t: $iops IOPS, 1/IOPS = $(awk -v i="$iops" 'BEGIN { printf "%.0f", 1e6 / i }') us"
+		echo "RESULT $wl $t: $plain_iops IOPS, 1/IOPS = $(awk -v i="$plain_iops" 'BEGIN { printf "%.0f", 1e6 / i }') us (under perf: $iops IOPS)"
 	done
 done
+
+[ "${UNBD_UBLK_DRIVER:-none}" != none ] || exit 0
+. "$UNBD_REPO/tests/vm/guest-lib.sh"
+. "$UNBD_REPO/tests/vm/frontend/lib.sh"
+qd1_iops() { # DEV WORKLOAD
+	fio --name=b --filename="$1" --ioengine=io_uring --direct=1 --rw="$2" --bs=4k --iodepth=1 --size=64M \
+		--time_based --runtime=$((window_s + 3)) --ramp_time=1 --output-format=json 2>/dev/null |
+		jq -r "if \"$2\" == \"randread\" then .jobs[0].read.iops else .jobs[0].write.iops end | floor"
+}
+fill() { fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size=64M --iodepth=4 >/dev/null; }
+load_ublk_driver
+truncate -s 64M /tmp/nbd.img
+printf '[generic]\n[qd1]\nexportname = /tmp/nbd.img\n' >/tmp/nbd.conf
+nbd-server -C /tmp/nbd.conf || fail "nbd-server did not start"
+modprobe nbd nbds_max=1 || fail "modprobe nbd"
+wait_until 10 nbd-client -N qd1 127.0.0.1 /dev/nbd0 >/dev/null 2>&1 || fail "nbd-client could not connect"
+wait_for_blockdev /dev/nbd0
+fill /dev/nbd0
+VOLUME_SIZE=64M start_backend
+dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data --poll-us 200)
+wait_for_blockdev "$dev"
+fill "$dev"
+settle_backend
+thread_ticks() { # one line per thread: "ticks name tid" (one awk: forks cost much under TCG)
+	cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null |
+		awk '{ name = $0; sub(/^[0-9]+ \(/, "", name); sub(/\) [^)]*$/, "", name); gsub(/ /, "_", name)
+		       n = split($0, a, ") "); split(a[n], f, " "); print f[12] + f[13], name, $1 }'
+}
+for wl in randread randwrite; do
+	n=$(qd1_iops /dev/nbd0 "$wl")
+	# The remote device's run also shows which threads of the guest did the work (CPU time per
+	# request over the middle of the run).
+	qd1_iops "$dev" "$wl" >/tmp/u.iops &
+	fio_pid=$!
+	sleep 2
+	thread_ticks >/tmp/t0
+	sleep "$window_s"
+	thread_ticks >/tmp/t1
+	wait "$fio_pid"
+	u=$(cat /tmp/u.iops)
+	awk -v hz="$hz" -v s="$window_s" -v iops="$u" -v wl="$wl" '
+		NR == FNR { before[$3] = $1; next }
+		{ d = $1 - before[$3]; if (d > 0) by[$2] += d }
+		END { line = ""; for (c in by) if (by[c] / hz / s * 1e6 / iops >= 50) line = line sprintf(" %s %.0f", c, by[c] / hz / s * 1e6 / iops)
+		      print "RESULT threads on the remote device, " wl " QD1, CPU us per request:" line }' /tmp/t0 /tmp/t1
+	g=${grpc_client_iops[$wl]}
+	awk -v wl="$wl" -v n="$n" -v g="$g" -v u="$u" 'BEGIN {
+		printf "RESULT chain %-9s QD1: kernel nbd device %5d IOPS | gRPC client without ublk (backend_bench) %5d = %.2fx | unbd remote device %5d = %.2fx\n",
+			wl, n, g, g / n, u, u / n }'
+done
+"$UNBD" del -a
+nbd-client -d /dev/nbd0 >/dev/null 2>&1 || true

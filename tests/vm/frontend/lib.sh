@@ -6,6 +6,8 @@
 #   check_no_daemon_errors   fails if any daemon logged a double commit
 #   ext4_roundtrip DEV MNT MIB   mkfs, files of MIB..4*MIB MiB, remount, checksums (sums in /tmp/sums)
 #   fence_* the two fencing tests' common steps (see below)
+#   start_backend [ARGS]   unbd-server on an ephemeral port with volume vol0 ($UNBD_SERVER)
+#   settle_backend         waits until the backend store's memtable flushes are done
 UNBD=${UNBD:-$UNBD_BUILD_DIR/cli/unbd}
 [ -x "$UNBD" ] || fail "no unbd binary at $UNBD (build the unbd target first)"
 export UNBD_RUN_DIR=${UNBD_RUN_DIR:-/run/unbd}
@@ -99,6 +101,19 @@ start_backend() {
 	"$UNBD" volume create vol0 --size "${VOLUME_SIZE:-1G}" --server "$UNBD_SERVER" >/dev/null ||
 		fail "volume create failed"
 	log "unbd-server pid $BACKEND_PID at $UNBD_SERVER, volume vol0"
+}
+# settle_backend: waits (up to 120 s) until the backend store has finished every memtable flush it
+# started; prints how long that took.
+settle_backend() {
+	local log=$BACKEND_DIR/db/LOG t0=$SECONDS started finished
+	sleep 2  # a flush triggered by the last prefill write starts shortly after it
+	while [ $((SECONDS - t0)) -lt 120 ]; do
+		started=$(grep -c '"event": "flush_started"' "$log" 2>/dev/null || true)
+		finished=$(grep -c '"event": "flush_finished"' "$log" 2>/dev/null || true)
+		[ "${started:-0}" = "${finished:-0}" ] && break
+		sleep 1
+	done
+	log "backend store settled after $((SECONDS - t0)) s (${finished:-0} memtable flushes)"
 }
 save_backend_log() {
 	[ -d "$BACKEND_DIR" ] || return 0
