@@ -89,12 +89,7 @@ prefill "$dev"
 # TCG and ran during the first read workloads, which made reads look 4-7x slower than the writes
 # measured after it. nbd-server's prefill leaves nothing to do in the background, so wait for it.
 settle_backend
-truncate -s 512M /tmp/nbd.img
-printf '[generic]\n[bench]\nexportname = /tmp/nbd.img\n' >/tmp/nbd.conf
-nbd-server -C /tmp/nbd.conf || fail "nbd-server did not start"
-modprobe nbd nbds_max=2 || fail "modprobe nbd"
-wait_until 10 nbd-client -N bench 127.0.0.1 /dev/nbd0 >/dev/null 2>&1 || fail "nbd-client could not connect"
-wait_for_blockdev /dev/nbd0
+start_nbd_device 512M
 prefill /dev/nbd0
 measure_pair nbd /dev/nbd0 unbd-remote "$dev"
 # When the store's memtable flushes ran, relative to the workloads above (they compete for the CPU).

@@ -85,12 +85,7 @@ qd1_iops() { # DEV WORKLOAD
 }
 fill() { fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size=64M --iodepth=4 >/dev/null; }
 load_ublk_driver
-truncate -s 64M /tmp/nbd.img
-printf '[generic]\n[qd1]\nexportname = /tmp/nbd.img\n' >/tmp/nbd.conf
-nbd-server -C /tmp/nbd.conf || fail "nbd-server did not start"
-modprobe nbd nbds_max=1 || fail "modprobe nbd"
-wait_until 10 nbd-client -N qd1 127.0.0.1 /dev/nbd0 >/dev/null 2>&1 || fail "nbd-client could not connect"
-wait_for_blockdev /dev/nbd0
+start_nbd_device 64M
 fill /dev/nbd0
 VOLUME_SIZE=64M start_backend
 dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data --poll-us 200)

@@ -8,6 +8,7 @@
 #   fence_* the two fencing tests' common steps (see below)
 #   start_backend [ARGS]   unbd-server on an ephemeral port with volume vol0 ($UNBD_SERVER)
 #   settle_backend         waits until the backend store's memtable flushes are done
+#   start_nbd_device SIZE  kernel nbd on /dev/nbd0 from nbd-server on loopback (the remote's peer)
 UNBD=${UNBD:-$UNBD_BUILD_DIR/cli/unbd}
 [ -x "$UNBD" ] || fail "no unbd binary at $UNBD (build the unbd target first)"
 export UNBD_RUN_DIR=${UNBD_RUN_DIR:-/run/unbd}
@@ -114,6 +115,16 @@ settle_backend() {
 		sleep 1
 	done
 	log "backend store settled after $((SECONDS - t0)) s (${finished:-0} memtable flushes)"
+}
+# start_nbd_device SIZE: the peer of the remote target, kernel nbd on /dev/nbd0 served by Debian's
+# nbd-server from a file of SIZE on loopback.
+start_nbd_device() {
+	truncate -s "$1" /tmp/nbd.img
+	printf '[generic]\n[peer]\nexportname = /tmp/nbd.img\n' >/tmp/nbd.conf
+	nbd-server -C /tmp/nbd.conf || fail "nbd-server did not start"
+	modprobe nbd nbds_max=2 || fail "modprobe nbd"
+	wait_until 10 nbd-client -N peer 127.0.0.1 /dev/nbd0 >/dev/null 2>&1 || fail "nbd-client could not connect"
+	wait_for_blockdev /dev/nbd0
 }
 save_backend_log() {
 	[ -d "$BACKEND_DIR" ] || return 0
