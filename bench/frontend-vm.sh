@@ -9,12 +9,6 @@ rounds=${UNBD_BENCH_ROUNDS:-3}
 results=$UNBD_VM_OUT/bench.tsv
 : >"$results"
 
-# fio_iops DEV RW QD -> IOPS
-fio_iops() {
-	fio --name=b --filename="$1" --ioengine=io_uring --direct=1 --rw="$2" --bs=4k --iodepth="$3" \
-		--size=128M --time_based --runtime="$rt" --ramp_time=1 --output-format=json 2>/dev/null |
-		jq -r "if \"$2\" == \"randread\" then .jobs[0].read.iops else .jobs[0].write.iops end | floor"
-}
 # measure_pair PEER PEER_DEV UNBD UNBD_DEV: each workload on both devices, UNBD_BENCH_ROUNDS times,
 # the peer first in odd rounds and unbd first in even ones: the guest's speed drifts by tens of
 # percent under TCG, and back-to-back pairs see the same drift. One line per run in $results.
@@ -32,12 +26,11 @@ measure_pair() {
 }
 measure_one() {
 	local iops
-	iops=$(fio_iops "$2" "$3" "$4") || fail "fio on $2 ($1 $3 qd$4) failed"
+	iops=$(fio_iops "$2" "$3" "$4" 128M "$rt") || fail "fio on $2 ($1 $3 qd$4) failed"
 	printf '%s\t%s\tqd%s\t%s\t%s\n' "$1" "$3" "$4" "$iops" "$5" | tee -a "$results"
 }
 # UNBD_BENCH_ONLY=remote (comma list of null,loop,remote) runs only those sections.
 want() { [ -z "${UNBD_BENCH_ONLY:-}" ] || [[ ",$UNBD_BENCH_ONLY," == *",$1,"* ]]; }
-prefill() { fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size=128M --iodepth=4 >/dev/null || fail "prefill $1"; }
 
 load_ublk_driver
 modprobe ext4 2>/dev/null || true
@@ -62,7 +55,7 @@ mkdir -p /mnt/bench && mount /dev/ram0 /mnt/bench
 fallocate -l 512M /mnt/bench/disk.img
 kloop=$(losetup --direct-io=on -f --show /mnt/bench/disk.img) || fail "losetup"
 [ "$(cat /sys/block/${kloop#/dev/}/loop/dio)" = 1 ] || fail "kernel loop is not using direct I/O"
-prefill "$kloop"
+prefill "$kloop" 128M
 # Both on the same file at once; only one of them does I/O at a time.
 # --need-get-data although a loop write lands in the tag's buffer either way: without it our
 # module copies write data in task work on the server's thread (a signal-like interrupt per
@@ -84,13 +77,13 @@ log "remote: unbd remote target (unbd-server) vs nbd (nbd-server), both on loopb
 UNBD_BACKEND_WRITE_BUFFER_MIB=128 VOLUME_SIZE=512M start_backend ${UNBD_BENCH_SERVER_ARGS:-}
 dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
-prefill "$dev"
+prefill "$dev" 128M
 # The prefill fills the store's 128 MiB memtable; its flush to an SST takes ~10 s of a vCPU under
 # TCG and ran during the first read workloads, which made reads look 4-7x slower than the writes
 # measured after it. nbd-server's prefill leaves nothing to do in the background, so wait for it.
 settle_backend
 start_nbd_device 512M
-prefill /dev/nbd0
+prefill /dev/nbd0 128M
 measure_pair nbd /dev/nbd0 unbd-remote "$dev"
 # When the store's memtable flushes ran, relative to the workloads above (they compete for the CPU).
 grep -h '"event": "flush_started"\|"event": "flush_finished"\|"event": "compaction_finished"' /tmp/backend/db/LOG 2>/dev/null |

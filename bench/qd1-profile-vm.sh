@@ -78,19 +78,13 @@ done
 [ "${UNBD_UBLK_DRIVER:-none}" != none ] || exit 0
 . "$UNBD_REPO/tests/vm/guest-lib.sh"
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
-qd1_iops() { # DEV WORKLOAD
-	fio --name=b --filename="$1" --ioengine=io_uring --direct=1 --rw="$2" --bs=4k --iodepth=1 --size=64M \
-		--time_based --runtime=$((window_s + 3)) --ramp_time=1 --output-format=json 2>/dev/null |
-		jq -r "if \"$2\" == \"randread\" then .jobs[0].read.iops else .jobs[0].write.iops end | floor"
-}
-fill() { fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size=64M --iodepth=4 >/dev/null; }
 load_ublk_driver
 start_nbd_device 64M
-fill /dev/nbd0
+prefill /dev/nbd0 64M
 VOLUME_SIZE=64M start_backend
 dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-data --poll-us 200)
 wait_for_blockdev "$dev"
-fill "$dev"
+prefill "$dev" 64M
 settle_backend
 thread_ticks() { # one line per thread: "ticks name tid" (one awk: forks cost much under TCG)
 	cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null |
@@ -98,10 +92,10 @@ thread_ticks() { # one line per thread: "ticks name tid" (one awk: forks cost mu
 		       n = split($0, a, ") "); split(a[n], f, " "); print f[12] + f[13], name, $1 }'
 }
 for wl in randread randwrite; do
-	n=$(qd1_iops /dev/nbd0 "$wl")
+	n=$(fio_iops /dev/nbd0 "$wl" 1 64M $((window_s + 3)))
 	# The remote device's run also shows which threads of the guest did the work (CPU time per
 	# request over the middle of the run).
-	qd1_iops "$dev" "$wl" >/tmp/u.iops &
+	fio_iops "$dev" "$wl" 1 64M $((window_s + 3)) >/tmp/u.iops &
 	fio_pid=$!
 	sleep 2
 	thread_ticks >/tmp/t0

@@ -6,6 +6,7 @@
 #   check_no_daemon_errors   fails if any daemon logged a double commit
 #   ext4_roundtrip DEV MNT MIB   mkfs, files of MIB..4*MIB MiB, remount, checksums (sums in /tmp/sums)
 #   fence_* the two fencing tests' common steps (see below)
+#   fio_iops DEV RW QD SIZE RUNTIME   IOPS of 4 KiB random I/O; prefill DEV SIZE   writes it once
 #   start_backend [ARGS]   unbd-server on an ephemeral port with volume vol0 ($UNBD_SERVER)
 #   settle_backend         waits until the backend store's memtable flushes are done
 #   start_nbd_device SIZE  kernel nbd on /dev/nbd0 from nbd-server on loopback (the remote's peer)
@@ -102,6 +103,18 @@ start_backend() {
 	"$UNBD" volume create vol0 --size "${VOLUME_SIZE:-1G}" --server "$UNBD_SERVER" >/dev/null ||
 		fail "volume create failed"
 	log "unbd-server pid $BACKEND_PID at $UNBD_SERVER, volume vol0"
+}
+# fio_iops DEV RW QD SIZE RUNTIME -> IOPS of 4 KiB direct I/O (RW randread or randwrite) over the
+# first SIZE of DEV for RUNTIME seconds after a 1 s ramp.
+fio_iops() {
+	fio --name=b --filename="$1" --ioengine=io_uring --direct=1 --rw="$2" --bs=4k --iodepth="$3" \
+		--size="$4" --time_based --runtime="$5" --ramp_time=1 --output-format=json 2>/dev/null |
+		jq -r "if \"$2\" == \"randread\" then .jobs[0].read.iops else .jobs[0].write.iops end | floor"
+}
+# prefill DEV SIZE: writes the first SIZE of DEV once, so reads find data.
+prefill() {
+	fio --name=fill --filename="$1" --ioengine=io_uring --direct=1 --rw=write --bs=1M --size="$2" --iodepth=4 \
+		>/dev/null || fail "prefill $1"
 }
 # settle_backend: waits (up to 120 s) until the backend store has finished every memtable flush it
 # started; prints how long that took.
