@@ -113,6 +113,8 @@ void unbd_dev_stop(struct unbd_dev *dev)
 		dev->quiesced = false;
 	}
 	del_gendisk(disk);
+	/* A dead disk fails the scan at once; it must not outlive the disk. */
+	flush_work(&dev->partscan);
 	for (i = 0; i < dev->info.nr_hw_queues; i++)
 		unbd_queue_cancel(dev->queues[i]);
 	dev->disk = NULL;
@@ -120,6 +122,28 @@ void unbd_dev_stop(struct unbd_dev *dev)
 	unbd_set_state(dev, UBLK_S_DEV_DEAD, dev->info.ublksrv_pid);
 	put_disk(disk);
 	wake_up_all(&dev->waitq);
+}
+
+/*
+ * The partition table is read by the server like any other data, so the
+ * scan must not run inside START_DEV: there it holds dev->mutex, and a
+ * server that dies before serving it (a core dump waits for the thread
+ * stuck in START_DEV) could then never be noticed, recovered or deleted.
+ * Here it blocks only this worker; unbd_dev_stop() flushes it after
+ * del_gendisk(), which waits for the disk's open_mutex held below.
+ */
+static void unbd_partscan_work(struct work_struct *work)
+{
+	struct unbd_dev *dev = container_of(work, struct unbd_dev, partscan);
+	struct gendisk *disk = dev->disk;
+	int ret;
+
+	clear_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
+	mutex_lock(&disk->open_mutex);
+	ret = bdev_disk_changed(disk, false);
+	mutex_unlock(&disk->open_mutex);
+	if (ret && ret != -ENXIO)
+		dev_warn(&dev->cdev_dev, "partition scan failed: %d\n", ret);
 }
 
 /* Called by the monitor after cancelling the queues of a dead server. */
@@ -283,6 +307,7 @@ static int unbd_ctrl_add(const struct ublksrv_ctrl_cmd *hdr)
 	spin_lock_init(&dev->info_lock);
 	init_waitqueue_head(&dev->waitq);
 	INIT_DELAYED_WORK(&dev->monitor, unbd_monitor_work);
+	INIT_WORK(&dev->partscan, unbd_partscan_work);
 
 	/* From here on, the release callback undoes everything. */
 	device_initialize(&dev->cdev_dev);
@@ -395,6 +420,8 @@ static int unbd_ctrl_start(struct unbd_dev *dev,
 	disk->fops = &unbd_bdev_ops;
 	disk->private_data = dev;
 	unbd_apply_params(dev, disk);
+	/* Scanned by unbd_partscan_work(), not by add_disk(). */
+	set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 
 	/* Dropped by unbd_free_disk(): the disk may outlive DEL_DEV. */
 	get_device(&dev->cdev_dev);
@@ -408,6 +435,8 @@ static int unbd_ctrl_start(struct unbd_dev *dev,
 		/* ->free_disk only runs for disks that were added. */
 		put_disk(disk);
 		unbd_dev_put(dev);
+	} else {
+		schedule_work(&dev->partscan);
 	}
 out:
 	mutex_unlock(&dev->mutex);

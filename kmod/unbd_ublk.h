@@ -97,6 +97,8 @@ struct unbd_dev {
 	/* Woken when a queue becomes ready or dies, and when ublkcN closes. */
 	wait_queue_head_t	waitq;
 	struct delayed_work	monitor;
+	/* Reads the partition table once START_DEV has returned. */
+	struct work_struct	partscan;
 
 	struct unbd_queue	*queues[];
 };
