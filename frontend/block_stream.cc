@@ -25,77 +25,124 @@ bool RetryableGrpcCode(int code) {
          c == grpc::StatusCode::DEADLINE_EXCEEDED || c == grpc::StatusCode::ABORTED;
 }
 
+// ---- StreamEvents ----
+
+StreamEvents::StreamEvents() { alarm_op_.events = this; }
+
+StreamEvents::~StreamEvents() {
+  if (alarm_set_) alarm_.Cancel();
+  cq_.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq_.Next(&tag, &ok)) {
+    // Only the alarm can be left: the streams are finished.
+    if (tag != &alarm_op_) spdlog::error("stream event after the streams were finished, dropped");
+  }
+}
+
+void StreamEvents::Wait(std::chrono::microseconds timeout) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (woken_) {
+      woken_ = false;
+      return;
+    }
+    if (!alarm_set_) {
+      // Far off: it only serves as something Wake() can cancel.
+      alarm_.Set(&cq_, std::chrono::system_clock::now() + std::chrono::seconds(10), &alarm_op_);
+      alarm_set_ = true;
+    }
+    waiting_ = true;
+  }
+  void* tag;
+  bool ok;
+  const auto r = cq_.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + timeout);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    waiting_ = false;
+    woken_ = false;  // this wait is over either way
+  }
+  if (r == grpc::CompletionQueue::GOT_EVENT) static_cast<Op*>(tag)->Done(ok);
+}
+
+void StreamEvents::Wake() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (waiting_) {
+    alarm_.Cancel();  // its event ends the wait
+    waiting_ = false;
+  } else {
+    woken_ = true;
+  }
+}
+
 // ---- BlockStream ----
 
-BlockStream::BlockStream(BlockStreamSink* sink, grpc::GenericStub* stub, uint32_t generation)
+BlockStream::BlockStream(BlockStreamSink* sink, grpc::GenericStub* stub, grpc::CompletionQueue* cq,
+                         uint32_t generation)
     : sink_(sink), generation_(generation) {
   static const std::string method(kStreamMethod);  // outlives every call that names it
-  stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
-}
-
-void BlockStream::Start() {
-  AddHold();
-  StartRead(&incoming_);
-  StartCall();
-}
-
-void BlockStream::WaitDone() {
-  std::unique_lock<std::mutex> l(mu_);
-  cv_.wait(l, [this] { return done_; });
-}
-
-bool BlockStream::done() {
-  std::lock_guard<std::mutex> l(mu_);
-  return done_;
-}
-
-BlockStream::Clock::time_point BlockStream::done_at() {
-  std::lock_guard<std::mutex> l(mu_);
-  return done_at_;
+  start_op_.handler = &BlockStream::OnStarted;
+  read_op_.handler = &BlockStream::OnRead;
+  write_op_.handler = &BlockStream::OnWritten;
+  finish_op_.handler = &BlockStream::OnFinished;
+  for (StreamOp* op : {&start_op_, &read_op_, &write_op_, &finish_op_}) op->stream = this;
+  call_ = stub->PrepareCall(&ctx_, method, cq);
+  outstanding_ = 2;
+  call_->StartCall(&start_op_);
+  call_->Read(&incoming_, &read_op_);
 }
 
 void BlockStream::Send(grpc::ByteBuffer batch) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (failed_ || done_) return;  // the owner re-sends or fails everything unfinished
+  if (failed_) return;  // the owner re-sends or fails everything unfinished
   writes_.push_back(std::move(batch));
-  if (!writing_) {
-    writing_ = true;
-    StartWrite(&writes_.front());
-  }
+  if (started_ && !writing_) WriteNext();
 }
 
-void BlockStream::OnWriteDone(bool ok) {
-  bool release;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    writes_.pop_front();
-    if (!ok) {
-      failed_ = true;
-      writing_ = false;
-      writes_.clear();
-    } else if (writes_.empty()) {
-      writing_ = false;
-    } else {
-      StartWrite(&writes_.front());
-    }
-    release = ShouldReleaseHold();
-  }
-  if (release) RemoveHold();
+void BlockStream::WriteNext() {
+  writing_ = true;
+  ++outstanding_;
+  call_->Write(writes_.front(), &write_op_);
 }
 
-void BlockStream::ReadSideEnded() {
-  bool release;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    failed_ = true;
-    release = ShouldReleaseHold();
-  }
-  if (release) RemoveHold();
-}
-
-void BlockStream::OnReadDone(bool ok) {
+void BlockStream::OnStarted(bool ok) {
+  started_ = true;
   if (!ok) {
-    ReadSideEnded();  // the stream is over; OnDone follows once the hold is released
+    failed_ = true;
+    writes_.clear();
+    End();
+  } else if (!writes_.empty()) {
+    WriteNext();
+  }
+}
+
+void BlockStream::OnWritten(bool ok) {
+  writes_.pop_front();
+  writing_ = false;
+  if (!ok) {
+    // The call is broken; the read fails too and ends it.
+    failed_ = true;
+    writes_.clear();
+  } else if (!writes_.empty()) {
+    WriteNext();
+  }
+}
+
+void BlockStream::End() {
+  failed_ = true;
+  if (ending_) return;
+  ending_ = true;
+  ++outstanding_;
+  call_->Finish(&status_, &finish_op_);
+}
+
+void BlockStream::OnFinished(bool) {
+  ended_ = true;
+  sink_->StreamEnded(generation_, status_);
+}
+
+void BlockStream::OnRead(bool ok) {
+  if (!ok) {
+    End();
     return;
   }
   grpc::ProtoBufferReader reader(&incoming_);
@@ -155,29 +202,23 @@ void BlockStream::OnReadDone(bool ok) {
   if (malformed) {
     spdlog::error("malformed CompletionBatch from the backend; dropping the stream");
     Cancel();
-    ReadSideEnded();
+    End();
     return;
   }
-  StartRead(&incoming_);
-}
-
-void BlockStream::OnDone(const grpc::Status& s) {
-  sink_->StreamEnded(generation_, s);
-  std::lock_guard<std::mutex> l(mu_);
-  done_ = true;
-  done_at_ = Clock::now();
-  cv_.notify_all();
+  ++outstanding_;
+  call_->Read(&incoming_, &read_op_);
 }
 
 // ---- StreamLink ----
 
-StreamLink::StreamLink(std::shared_ptr<grpc::Channel> channel)
-    : channel_(std::move(channel)), stub_(std::make_unique<grpc::GenericStub>(channel_)) {}
+StreamLink::StreamLink(std::shared_ptr<grpc::Channel> channel, StreamEvents* events)
+    : channel_(std::move(channel)), stub_(std::make_unique<grpc::GenericStub>(channel_)), events_(events) {}
 
 StreamLink::~StreamLink() {
-  // Destroying the last channel makes gRPC shut down and join its callback completion queue's
-  // threads, which can block forever while a cancelled connection attempt is still backing off.
-  // A daemon only drops its handlers on the way out, so keep the channel for the process's life.
+  Stop();
+  // Destroying the last channel makes gRPC shut down and join its threads, which can block forever
+  // while a cancelled connection attempt is still backing off. A daemon only drops its handlers on
+  // the way out, so keep the channel for the process's life.
   static auto* kept = new std::vector<std::shared_ptr<grpc::Channel>>();
   static std::mutex kept_mu;
   std::lock_guard<std::mutex> l(kept_mu);
@@ -185,15 +226,10 @@ StreamLink::~StreamLink() {
 }
 
 uint32_t StreamLink::Connect(BlockStreamSink* sink) {
-  // Old streams are deleted only long after their OnDone returned.
-  const auto now = BlockStream::Clock::now();
-  for (auto it = streams_.begin(); it != streams_.end();) {
-    if ((*it)->done() && now - (*it)->done_at() > std::chrono::seconds(1)) it = streams_.erase(it);
-    else ++it;
-  }
+  std::erase_if(streams_, [](const std::unique_ptr<BlockStream>& st) { return st->finished(); });
+  if (!streams_.empty()) streams_.back()->Cancel();
   ++generation_;
-  streams_.push_back(std::make_unique<BlockStream>(sink, stub_.get(), generation_));
-  streams_.back()->Start();
+  streams_.push_back(std::make_unique<BlockStream>(sink, stub_.get(), events_->cq(), generation_));
   return generation_;
 }
 
@@ -207,7 +243,18 @@ void StreamLink::Cancel() {
 
 void StreamLink::Stop() {
   for (auto& st : streams_) st->Cancel();
-  for (auto& st : streams_) st->WaitDone();
+  const auto start = std::chrono::steady_clock::now();
+  bool warned = false;
+  for (;;) {
+    std::erase_if(streams_, [](const std::unique_ptr<BlockStream>& st) { return st->finished(); });
+    if (streams_.empty()) return;
+    // A cancelled call's operations all complete promptly; this only drives them.
+    events_->Wait(std::chrono::milliseconds(50));
+    if (!warned && std::chrono::steady_clock::now() - start > std::chrono::seconds(5)) {
+      spdlog::warn("{} cancelled stream(s) still not finished after 5 s", streams_.size());
+      warned = true;
+    }
+  }
 }
 
 // ---- BatchBuilder ----

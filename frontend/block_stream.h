@@ -2,15 +2,15 @@
 // replicated): IoBatch messages are hand-encoded ByteBuffers (backend/io_frame.h) whose write
 // payload slices are the very memory the kernel copied the data into, and CompletionBatch messages
 // are parsed by hand so READ data goes straight into the request's buffer. A BlockStreamSink gets
-// every completion and the end of the call, on gRPC's threads.
+// every completion and the end of the call, on the queue thread, from StreamEvents::Wait.
 //
-//   StreamLink link(channel);                 // per queue per server: the generations of streams
+//   StreamEvents events;                      // per queue: what the queue thread waits on
+//   StreamLink link(channel, &events);        // per queue per server: the generations of streams
 //   link.Connect(&sink);                      // a new call; the old ones are pruned later
 //   BatchBuilder b; b.AddHeader(h, n); b.AddPoolPayload(&pool, slot, len) ...; link.Send(b.Take());
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -18,9 +18,11 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include "frontend/target.h"
 #include "frontend/write_pool.h"
 
 namespace unbd::frontend {
@@ -38,55 +40,97 @@ class BlockStreamSink {
   virtual void StreamEnded(uint32_t generation, const grpc::Status& s) = 0;
 };
 
-// One BlockIo.Stream call. Writes are queued here (a lock private to this stream) because the
-// callback API allows one outstanding write at a time. Destroyed only well after OnDone.
-class BlockStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+// The gRPC completion queue of one frontend queue. Every stream of the queue (one per server)
+// reports here and the queue thread itself waits on it while requests are out, so an answer is
+// read off the socket, parsed and committed by that one thread: no hand-off to gRPC's callback
+// threads and back, which costs more than the request itself under TCG.
+class StreamEvents final : public HandlerEvents {
  public:
-  using Clock = std::chrono::steady_clock;
-  BlockStream(BlockStreamSink* sink, grpc::GenericStub* stub, uint32_t generation);
-  void Start();
-  void Send(grpc::ByteBuffer batch);
-  void Cancel() { ctx_.TryCancel(); }
-  void WaitDone();
-  bool done();
-  Clock::time_point done_at();
+  // A stream operation (or the wake-up alarm); Done runs on the queue thread when it completes.
+  struct Op {
+    virtual ~Op() = default;
+    virtual void Done(bool ok) = 0;
+  };
+  StreamEvents();
+  // Only after every stream reporting here is finished (StreamLink::Stop).
+  ~StreamEvents() override;
+  StreamEvents(const StreamEvents&) = delete;
+  StreamEvents& operator=(const StreamEvents&) = delete;
 
-  void OnWriteDone(bool ok) override;
-  void OnReadDone(bool ok) override;
-  void OnDone(const grpc::Status& s) override;
+  grpc::CompletionQueue* cq() { return &cq_; }
+  // Handles the first event to come within `timeout`, or returns at Wake(). One event per call:
+  // asking gRPC for more with a deadline already past defers the work it has in hand.
+  void Wait(std::chrono::microseconds timeout) override;
+  void Wake() override;
 
  private:
-  // The queue thread may call Send at any time, but gRPC frees the call right after its last
-  // operation ends; a StartWrite after that touches freed memory. So the call is held open until
-  // no write can start any more (failed_) and none is in flight. Call with mu_ held; returns true
-  // when the caller must RemoveHold() (after unlocking).
-  bool ShouldReleaseHold() {
-    if (!failed_ || writing_ || hold_released_) return false;
-    hold_released_ = true;
-    return true;
-  }
-  void ReadSideEnded();
+  struct AlarmOp final : Op {
+    StreamEvents* events;
+    void Done(bool) override { events->alarm_set_ = false; }
+  };
+
+  grpc::CompletionQueue cq_;
+  grpc::Alarm alarm_;  // cancelled by Wake() to end a wait
+  AlarmOp alarm_op_;
+  bool alarm_set_ = false;  // queue thread
+  std::mutex mu_;           // waiting_, woken_: shared with the thread calling Wake()
+  bool waiting_ = false;
+  bool woken_ = false;
+};
+
+// One BlockIo.Stream call on the async API, driven by the queue thread through StreamEvents.
+// Writes are queued (one may be outstanding at a time); a read is always posted. Once the call
+// ends (a failed read or start), Finish collects its status and reports StreamEnded. Owned by its
+// StreamLink, which deletes it only once finished().
+class BlockStream {
+ public:
+  BlockStream(BlockStreamSink* sink, grpc::GenericStub* stub, grpc::CompletionQueue* cq, uint32_t generation);
+  void Send(grpc::ByteBuffer batch);
+  void Cancel() { ctx_.TryCancel(); }
+  // No operation outstanding and the end reported: may be deleted.
+  bool finished() const { return outstanding_ == 0 && ended_; }
+
+ private:
+  using Handler = void (BlockStream::*)(bool ok);
+  struct StreamOp final : StreamEvents::Op {
+    BlockStream* stream = nullptr;
+    Handler handler = nullptr;
+    // The operation counts as outstanding until its handler has returned, so that a sink callback
+    // that makes its link prune old streams cannot delete the stream running it.
+    void Done(bool ok) override {
+      (stream->*handler)(ok);
+      --stream->outstanding_;
+    }
+  };
+  void OnStarted(bool ok);
+  void OnRead(bool ok);
+  void OnWritten(bool ok);
+  void OnFinished(bool ok);
+  void WriteNext();
+  void End();  // no more reads or writes: collect the status
 
   BlockStreamSink* const sink_;
   const uint32_t generation_;
   grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
   grpc::ByteBuffer incoming_;
-  std::mutex mu_;
-  std::condition_variable cv_;
   std::deque<grpc::ByteBuffer> writes_;
+  grpc::Status status_;
+  StreamOp start_op_, read_op_, write_op_, finish_op_;
+  int outstanding_ = 0;
+  bool started_ = false;  // StartCall done: it shares Write's operation set, so writes wait for it
   bool writing_ = false;
-  bool failed_ = false;  // no more writes: the call is over or broken
-  bool hold_released_ = false;
-  bool done_ = false;
-  Clock::time_point done_at_;
+  bool failed_ = false;   // no more writes: the call is over or broken
+  bool ending_ = false;   // Finish posted
+  bool ended_ = false;    // StreamEnded reported
 };
 
 // The streams of one queue to one server: the current one plus ended ones kept until gRPC is
-// surely done with them. Queue thread only. The channel is kept for the process's life (see the
+// done with them. Queue thread only. The channel is kept for the process's life (see the
 // destructor).
 class StreamLink {
  public:
-  explicit StreamLink(std::shared_ptr<grpc::Channel> channel);
+  StreamLink(std::shared_ptr<grpc::Channel> channel, StreamEvents* events);
   ~StreamLink();
   // Starts a new call (generation + 1) reporting to `sink`; returns its generation.
   uint32_t Connect(BlockStreamSink* sink);
@@ -95,12 +139,13 @@ class StreamLink {
   void Send(grpc::ByteBuffer batch);
   // Cancels the current call (a wedged server): its requests end with the call.
   void Cancel();
-  // Cancels every call and waits for their OnDone.
+  // Cancels every call and drives the queue's events until all of them are finished.
   void Stop();
 
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
+  StreamEvents* const events_;
   std::vector<std::unique_ptr<BlockStream>> streams_;
   uint32_t generation_ = 0;
 };

@@ -1,6 +1,7 @@
 #include "frontend/queue.h"
 
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -83,6 +84,7 @@ bool Queue::PollForEvent() {
 
 Queue::~Queue() {
   Join();
+  StopDoorbell();
   handler_.reset();
   if (ring_ok_) io_uring_queue_exit(&ring_);
 }
@@ -134,6 +136,8 @@ Status Queue::Setup() {
   if (r < 0) spdlog::debug("queue {}: no registered buffers: {}", q_, std::strerror(-r));
   s = target_->CreateQueueHandler(this, &handler_);
   if (!s.ok()) return s;
+  events_ = handler_->events();
+  if (events_) StartDoorbell();
   ArmEventfd();
   CalibratePolling();
   return Status::Ok();
@@ -193,8 +197,12 @@ void Queue::Run(std::promise<Status> prepared) {
   }
   const bool serve = s.ok();
   fetched_.set_value(std::move(s));
-  if (serve) Loop();
-  else if (handler_) handler_->Stop();  // e.g. connected streams of a recovery that gave up
+  if (serve) {
+    Loop();
+  } else if (handler_) {
+    StopDoorbell();
+    handler_->Stop();  // e.g. connected streams of a recovery that gave up
+  }
   finished_.store(true, std::memory_order_release);
 }
 
@@ -241,8 +249,12 @@ void Queue::Loop() {
   bool busy = false;  // the last round handled something: worth spinning for the next
   while (dead_ < depth_) {
     handler_->Flush();
-    const bool polled = busy && poll_max_spins_ > 0 && PollForEvent();
-    if (polled) {
+    const bool await = events_ && handler_->AwaitsEvents();
+    const bool polled = !await && busy && poll_max_spins_ > 0 && PollForEvent();
+    if (await) {
+      io_uring_submit(&ring_);
+      WaitForHandlerEvents();
+    } else if (polled) {
       handler_->Flush();  // completions drained while polling may have queued sends
       io_uring_submit(&ring_);
     } else {
@@ -261,11 +273,60 @@ void Queue::Loop() {
     io_uring_cq_advance(&ring_, n);
     busy = n > 0 || polled;
   }
+  StopDoorbell();
   handler_->Stop();
   spdlog::info("queue {}: all {} tags aborted, thread exits; {} requests, {} NEED_GET_DATA, {} of {} buffers "
                "registered, {} target I/Os on registered buffers",
                q_, depth_, stats_.requests.load(), stats_.need_get_data.load(),
                fixed_tags_.load(std::memory_order_acquire), depth_, stats_.fixed_buffer_ios.load());
+}
+
+void Queue::StartDoorbell() {
+  doorbell_fd_ = eventfd(0, EFD_CLOEXEC);
+  int r = doorbell_fd_ < 0 ? -errno : io_uring_register_eventfd(&ring_, doorbell_fd_);
+  if (r < 0) {
+    // Waits then end by their timeout only (see WaitForHandlerEvents): slower, still correct.
+    spdlog::warn("queue {}: no doorbell for the target's events: {}", q_, std::strerror(-r));
+    if (doorbell_fd_ >= 0) close(doorbell_fd_);
+    doorbell_fd_ = -1;
+    return;
+  }
+  io_uring_cq_eventfd_toggle(&ring_, false);  // signalled only while waiting on the handler
+  doorbell_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), ("unbd-bell" + std::to_string(q_)).c_str());
+    uint64_t v;
+    while (read(doorbell_fd_, &v, sizeof(v)) > 0 || errno == EINTR) {
+      if (doorbell_stop_.load(std::memory_order_acquire)) break;
+      events_->Wake();
+    }
+  });
+}
+
+void Queue::StopDoorbell() {
+  if (!doorbell_.joinable()) return;
+  doorbell_stop_.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  if (write(doorbell_fd_, &one, sizeof(one)) < 0) spdlog::error("queue {}: doorbell: {}", q_, std::strerror(errno));
+  doorbell_.join();
+  io_uring_unregister_eventfd(&ring_);
+  close(doorbell_fd_);
+  doorbell_fd_ = -1;
+}
+
+// The handler has requests out: wait for their answers on its event source, where they are read
+// and handled by this thread, until the ring has something (the doorbell ends the wait).
+void Queue::WaitForHandlerEvents() {
+  // A lost doorbell (the kernel may read the flag before our store lands) costs at most this.
+  constexpr auto kMaxWait = std::chrono::milliseconds(10);
+  constexpr auto kWaitWithoutDoorbell = std::chrono::microseconds(200);
+  if (doorbell_fd_ < 0) {
+    if (io_uring_cq_ready(&ring_) == 0 && !completions_.HasPending()) events_->Wait(kWaitWithoutDoorbell);
+    return;
+  }
+  io_uring_cq_eventfd_toggle(&ring_, true);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (io_uring_cq_ready(&ring_) == 0 && !completions_.HasPending()) events_->Wait(kMaxWait);
+  io_uring_cq_eventfd_toggle(&ring_, false);
 }
 
 void Queue::HandleCqe(const io_uring_cqe* cqe) {

@@ -4,7 +4,9 @@
 // Fetch(device) once /dev/ublkcN is open. The thread then posts a FETCH_REQ per tag, hands each request the driver delivers to the target's QueueHandler, answers
 // UBLK_IO_RES_NEED_GET_DATA with the buffer the handler chooses, and commits every result with
 // COMMIT_AND_FETCH_REQ exactly once. Completions from other threads arrive through a per-queue
-// CompletionQueue whose eventfd is read on the same ring. The thread ends when the driver has
+// CompletionQueue whose eventfd is read on the same ring. A handler with an event source of its
+// own (gRPC) is waited on directly while it has requests out; new work on the ring interrupts
+// that wait through a doorbell thread. The thread ends when the driver has
 // aborted every tag (STOP_DEV / DEL_DEV).
 #pragma once
 
@@ -78,6 +80,9 @@ class Queue final : public QueueContext {
   void DrainCompletions();  // hands every cross-thread completion to the handler
   bool PollForEvent();
   void CalibratePolling();
+  void StartDoorbell();
+  void StopDoorbell();
+  void WaitForHandlerEvents();
 
   const int q_;
   const ublksrv_ctrl_dev_info info_;
@@ -106,6 +111,12 @@ class Queue final : public QueueContext {
   uint64_t poll_max_spins_ = 0;  // spin iterations that take about poll_us_ (calibrated at Setup)
   uint64_t poll_window_ = 0;     // the current window, poll_max_spins_ / 16 .. poll_max_spins_
   uint64_t poll_rounds_ = 0;
+  // The handler's own event source and the doorbell that interrupts a wait there: an eventfd the
+  // ring signals (only while the queue thread waits on the handler) and a thread reading it.
+  HandlerEvents* events_ = nullptr;
+  int doorbell_fd_ = -1;
+  std::atomic<bool> doorbell_stop_{false};
+  std::thread doorbell_;
 
   QueueStats stats_;
   std::promise<Device*> device_promise_;

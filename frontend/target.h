@@ -8,6 +8,7 @@
 #include <liburing.h>
 #include <linux/ublk_cmd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,6 +50,19 @@ class QueueContext {
   virtual void CompleteAsync(uint16_t tag, int result) = 0;
 };
 
+// An event source of a handler's own that the queue thread can wait on directly (the remote
+// targets' gRPC completion queue), rather than have other threads hand completions over with
+// CompleteAsync. The queue thread waits there while the handler AwaitsEvents(), and Wake()s it
+// from a doorbell thread when the kernel posts work to the queue's ring meanwhile.
+class HandlerEvents {
+ public:
+  virtual ~HandlerEvents() = default;
+  // Queue thread: handles what comes within `timeout`; returns early at Wake().
+  virtual void Wait(std::chrono::microseconds timeout) = 0;
+  // Any thread: ends the current Wait, or the next one at once.
+  virtual void Wake() = 0;
+};
+
 class QueueHandler {
  public:
   virtual ~QueueHandler() = default;
@@ -63,6 +77,10 @@ class QueueHandler {
   // Called on the queue thread after each round of completions, before it sleeps: the moment to
   // send whatever the round queued up (batching).
   virtual void Flush() {}
+  // The handler's own event source (fixed for its life), or nullptr.
+  virtual HandlerEvents* events() { return nullptr; }
+  // Requests are out that answer through events(): the queue thread should wait there.
+  virtual bool AwaitsEvents() const { return false; }
   // Called on the queue thread once the kernel has aborted every tag, before the thread exits;
   // must not return while any request is still unfinished or any thread may call CompleteAsync.
   virtual void Stop() {}

@@ -62,7 +62,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     // write fall back to its tag's own buffer (still no copy).
     Status s = pool_.Init(depth_, target_->max_io_bytes_);
     if (!s.ok()) return s;
-    link_ = std::make_unique<StreamLink>(target_->TakeQueueChannel(ctx_->queue_id()));
+    link_ = std::make_unique<StreamLink>(target_->TakeQueueChannel(ctx_->queue_id()), &events_);
     Connect();
     return Status::Ok();
   }
@@ -272,7 +272,10 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
                  stats_->payload_bytes_copied.load(), stats_->resends.load(), stats_->reconnects.load());
   }
 
-  // ---- called on gRPC threads ----
+  HandlerEvents* events() override { return &events_; }
+  bool AwaitsEvents() const override { return batches_in_flight_ > 0; }
+
+  // ---- BlockStreamSink: called from events_.Wait(), on the queue thread ----
   // Where READ data for `tag` goes, or nullptr if `size` is not what the request asked for.
   uint8_t* ReadDest(uint32_t wire_tag, uint32_t size) override {
     const uint32_t tag = wire_tag & 0xffff;
@@ -283,19 +286,19 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   }
   void StreamCompletion(uint32_t, uint32_t wire_tag, int code, const std::string& message, uint64_t) override {
     if (code != 0) {
-      // The queue thread logs the failed request; only this thread has the backend's reason.
+      // OnAsync logs the failed request; only here is the backend's reason.
       if (RetryableGrpcCode(code)) spdlog::debug("tag {:#x}: backend answered {}: {}", wire_tag, code, message);
       else spdlog::error("tag {:#x}: backend answered {}: {}", wire_tag, code, message.empty() ? "(no message)" : message);
     }
     // result = sequence number << 8 | gRPC code (codes are < 256).
-    ctx_->CompleteAsync(static_cast<uint16_t>(wire_tag & 0xffff),
-                        static_cast<int>(((wire_tag >> 16) << 8) | (static_cast<uint32_t>(code) & 0xff)));
+    OnAsync(static_cast<uint16_t>(wire_tag & 0xffff),
+            static_cast<int>(((wire_tag >> 16) << 8) | (static_cast<uint32_t>(code) & 0xff)), ctx_);
   }
   void StreamEnded(uint32_t generation, const grpc::Status& s) override {
     if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED)
       spdlog::debug("queue {}: stream to {} ended: {} ({})", ctx_->queue_id(), target_->config_.server,
                    s.error_message(), static_cast<int>(s.error_code()));
-    ctx_->CompleteAsync(kStreamEnded, static_cast<int>(generation));
+    OnAsync(kStreamEnded, static_cast<int>(generation), ctx_);
   }
 
  private:
@@ -425,6 +428,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   uint32_t batches_in_flight_ = 0;
   WritePool pool_;
   BatchBuilder batch_;
+  StreamEvents events_;  // before link_: its streams report here until they are finished
   std::unique_ptr<StreamLink> link_;
   uint32_t generation_ = 0;
   bool up_ = false;

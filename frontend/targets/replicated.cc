@@ -42,7 +42,8 @@ std::string ClientId() {
 // library's BeginFanOut (which replicas, out_mask, sequence number, region lock), encodes one
 // header per targeted replica and sends the payload as zero-copy slices on every targeted stream.
 // Each replica's answer is claimed once per request with an atomic (sequence number << 16 |
-// replicas still awaited); the last one wakes the queue thread. All OK: EndFanOut and complete.
+// replicas still awaited); the last one completes it (answers arrive on the queue thread, from its
+// StreamEvents). All OK: EndFanOut and complete.
 // Any failure, timeout or broken stream: a slow-path thread runs the library's ResolveFanOut
 // (fencing, mark-out committed on a majority before the ack, quorum wait, unary retries), then
 // EndFanOut, and hands the result back. Reads go to one healthy replica — the one this queue saw
@@ -67,7 +68,7 @@ class ReplicatedHandler final : public QueueHandler {
     if (!s.ok()) return s;
     for (size_t p = 0; p < n_; ++p) {
       links_[p] = std::make_unique<StreamLink>(
-          backend::MakeChannel(vol_->replica_target(p), /*own_connection=*/true));
+          backend::MakeChannel(vol_->replica_target(p), /*own_connection=*/true), &events_);
     }
     return Status::Ok();
   }
@@ -152,6 +153,9 @@ class ReplicatedHandler final : public QueueHandler {
     OnAllAnswered(tag);
   }
 
+  HandlerEvents* events() override { return &events_; }
+  bool AwaitsEvents() const override { return AnySent(); }
+
   void OnCqe(uint16_t, uint8_t sub, int) override {
     if (sub != kSubTimer) return;
     timer_armed_ = false;
@@ -227,13 +231,13 @@ class ReplicatedHandler final : public QueueHandler {
     uint8_t header_len[replication::kMaxReplicas] = {};
     uint16_t sent_seq[replication::kMaxReplicas] = {};  // the request last sent to each replica
     char header[replication::kMaxReplicas][backend::kMaxIoRequestHeaderBytes];
-    // Written by whoever claims an answer (gRPC threads, the queue thread).
+    // Written by whoever claims an answer (stream events and timeouts, on the queue thread).
     std::atomic<uint32_t> claim{0};  // seq << 16 | replicas still awaited
     std::atomic<uint32_t> remaining{0};
     std::atomic<uint32_t> failed{0};  // replicas that answered with an error
     std::atomic<uint8_t> code[replication::kMaxReplicas] = {};
     std::atomic<uint64_t> their_epoch[replication::kMaxReplicas] = {};
-    // READ data destination, checked on gRPC threads.
+    // READ data destination, checked as the answer is parsed.
     std::atomic<uint32_t> read_wire_tag{0};
     std::atomic<uint32_t> read_len{0};
     int slow_result = 0;  // set by the slow path before kSlowDone
@@ -268,7 +272,7 @@ class ReplicatedHandler final : public QueueHandler {
                      h->vol_->name(), replica, h->vol_->replica_target(replica), wire_tag, code,
                      message.empty() ? "(no message)" : message);
       }
-      if (h->Answer(tag, seq, replica, c, current_epoch)) h->ctx_->CompleteAsync(tag, seq);
+      if (h->Answer(tag, seq, replica, c, current_epoch)) h->OnAsync(tag, seq, h->ctx_);
     }
     void StreamEnded(uint32_t generation, const grpc::Status& s) override {
       if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) {
@@ -277,8 +281,7 @@ class ReplicatedHandler final : public QueueHandler {
                      h->vol_->replica_target(replica), s.error_message(),
                      static_cast<int>(s.error_code()));
       }
-      h->ctx_->CompleteAsync(static_cast<uint16_t>(kStreamEndedBase + replica),
-                             static_cast<int>(generation));
+      h->OnAsync(static_cast<uint16_t>(kStreamEndedBase + replica), static_cast<int>(generation), h->ctx_);
     }
   };
 
@@ -632,6 +635,7 @@ class ReplicatedHandler final : public QueueHandler {
   std::vector<int> write_slot_;  // NEED_GET_DATA slot chosen for a tag's pending write
   WritePool pool_;
   BatchBuilder batch_;
+  StreamEvents events_;  // before links_: their streams report here until they are finished
   std::unique_ptr<StreamLink> links_[replication::kMaxReplicas];
   Sink sinks_[replication::kMaxReplicas];
   uint32_t gen_[replication::kMaxReplicas] = {};

@@ -56,7 +56,9 @@ class FakeQueue final : public QueueContext {
       for (int r : results_) pending |= r == kPending;
       if (!pending) return true;
       if (Clock::now() > until) return false;
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      // As the queue thread: wait on the handler's own events while it has requests out there.
+      if (h->events() && h->AwaitsEvents()) h->events()->Wait(std::chrono::microseconds(200));
+      else std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
   int result(uint16_t tag) const { return results_[tag]; }

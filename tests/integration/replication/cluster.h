@@ -86,7 +86,11 @@ class Cluster : public ::testing::Test {
     v1::VolumeRef ref;
     ref.set_name(name);
     v1::Volume vol;
-    Status s = backend::AdminClient(targets_[i]).Stat(ref, &vol);
+    // As the replication code does it: this process's connection to a server restarted while no
+    // thread was polling gRPC may still look open and fail the first call ("Socket closed").
+    Status s = RetryUnlessRefused([&](bool wait_for_ready) {
+      return ReplicaRpc(targets_[i], std::chrono::seconds(10)).Stat(ref, &vol, wait_for_ready);
+    });
     EXPECT_TRUE(s.ok()) << targets_[i] << ": " << s.ToString();
     return vol;
   }
