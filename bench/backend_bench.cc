@@ -55,6 +55,7 @@ struct Config {
   std::string server_bin;
   std::vector<std::string> server_args;  // extra unbd-server flags
   bool client_poll = false;  // clients spin on their queues/sockets instead of sleeping
+  int think_us = 0;  // unbd target: idle time between an answer and the next batch (a device's gap)
   std::string nbd_server_bin = "/usr/bin/nbd-server";
   std::string work_dir;
 };
@@ -296,6 +297,7 @@ class UnbdTarget {
         --outstanding;
         if (!stopping && Clock::now() >= deadline) stopping = true;
         if (!stopping) {
+          if (cfg_.think_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(cfg_.think_us));
           fill(next_batch, sizes[next_batch]);
           sent_at[next_batch] = NowNs();
           send(next_batch);
@@ -598,6 +600,9 @@ int main(int argc, char** argv) {
   uint64_t size_mib = cfg.size_bytes >> 20;
   CLI::App app{"backend_bench: 4 KiB random I/O against unbd-server, the in-process store, nbd-server"};
   app.add_option("--server-bin", cfg.server_bin, "unbd-server binary")->required();
+  app.add_option("--think-us", cfg.think_us,
+                 "unbd target: sleep this long between an answer and the next batch (the idle gap a "
+                 "device's client leaves between requests)")->capture_default_str();
   app.add_flag("--client-poll", cfg.client_poll,
                "unbd and nbd clients spin for completions instead of sleeping (both alike)");
   app.add_option("--server-arg", cfg.server_args,
