@@ -17,7 +17,10 @@ window_s=4
 declare -A grpc_client_iops
 start_bench() { # TARGET WORKLOAD: starts backend_bench, returns once its timed run is going
 	rm -rf /tmp/bb /tmp/bb.out
+	# The store configured as start_backend configures the device's (32 MiB memtables): with the
+	# default 128 MiB the whole 64 MiB prefill stays in the memtable and reads never touch an SST.
 	"$b" --server-bin "$UNBD_BUILD_DIR/backend/unbd-server" --size-mib 64 --depths 1 \
+		--server-arg=--write-buffer-mib --server-arg="${UNBD_BACKEND_WRITE_BUFFER_MIB:-32}" \
 		--seconds $((window_s + 4)) --targets "$1" --workloads "$2" --work-dir /tmp/bb >/tmp/bb.out 2>&1 &
 	bench_pid=$!
 	until grep -q "QD1  *running" /tmp/bb.out 2>/dev/null; do
