@@ -37,7 +37,7 @@ wait_until 10 grep -q HOLD /tmp/hold.log || fail "the holding server never recei
 kill -TERM "$server_pid"
 wait_pid_gone "$dd_pid" 20 || fail "I/O held by an exited server never completed"
 if wait "$dd_pid"; then fail "I/O held by an exited server succeeded"; fi
-wait_until 20 sh -c "\"$tool\" info --id 1 | grep -q state=DEAD" || fail "device not stopped after its server exited"
+wait_until 20 dev_state_is 1 DEAD || fail "device not stopped after its server exited"
 assert "$tool" del --id 1
 log "server that never commits and exits: held I/O failed, device stopped, DEL_DEV ok"
 

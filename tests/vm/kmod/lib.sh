@@ -48,6 +48,11 @@ check_death_ms() {
 	fi
 }
 
+# dev_state ID: the device's state as GET_DEV_INFO reports it (LIVE, QUIESCED, DEAD).
+dev_state() { "$tool" info --id "$1" | sed -n 's/.* state=\([A-Z]*\).*/\1/p'; }
+# dev_state_is ID STATE: for wait_until, which re-runs it.
+dev_state_is() { [ "$(dev_state "$1")" = "$2" ]; }
+
 wait_pid_gone() { # PID SECONDS
 	local i
 	for ((i = 0; i < $2 * 10; i++)); do

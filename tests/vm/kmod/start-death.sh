@@ -13,9 +13,6 @@ set -euo pipefail
 . "$UNBD_REPO/tests/vm/kmod/lib.sh"
 load_ublk_driver
 
-# dev_state ID: the STATE field of GET_DEV_INFO.
-dev_state() { "$tool" info --id "$1" | sed -n 's/.* state=\([A-Z]*\).*/\1/p'; }
-
 # An MBR with one Linux partition: sectors 2048-6143.
 write_mbr() { # FILE
 	local le32_2048='\x00\x08\x00\x00' le32_4096='\x00\x10\x00\x00'
@@ -46,7 +43,7 @@ for sig in SEGV KILL; do
 		wait "$server_pid" 2>/dev/null || true
 		want=DEAD
 		[ $mode = reissue ] && want=QUIESCED
-		wait_until 10 test "$(dev_state 0)" = $want ||
+		wait_until 10 dev_state_is 0 $want ||
 			fail "$what: device is $(dev_state 0), want $want"
 		log "$what: server gone during the partition scan -> $want"
 
