@@ -45,15 +45,8 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
  public:
   RemoteHandler(QueueContext* ctx, RemoteTarget* target, std::shared_ptr<RemoteStats> stats)
       : ctx_(ctx), target_(target), stats_(std::move(stats)), depth_(ctx->depth()), slots_(depth_),
-        write_slot_(depth_, -1), read_dest_(new std::atomic<uint8_t*>[depth_]),
-        read_len_(new std::atomic<uint32_t>[depth_]), read_wire_tag_(new std::atomic<uint32_t>[depth_]),
-        batch_(2 * depth_) {
+        write_slot_(depth_, -1), batch_(2 * depth_) {
     batch_left_.assign(depth_ + 1u, 0);
-    for (size_t i = 0; i < depth_; ++i) {
-      read_dest_[i].store(nullptr, std::memory_order_relaxed);
-      read_len_[i].store(0, std::memory_order_relaxed);
-      read_wire_tag_[i].store(0, std::memory_order_relaxed);
-    }
     pending_.reserve(depth_);
   }
 
@@ -97,9 +90,6 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     switch (req.op) {
       case UBLK_IO_OP_READ:
         h.op = v1::OP_READ;
-        read_dest_[req.tag].store(req.buf, std::memory_order_relaxed);
-        read_wire_tag_[req.tag].store(wire_tag, std::memory_order_relaxed);
-        read_len_[req.tag].store(req.length, std::memory_order_release);
         break;
       case UBLK_IO_OP_WRITE:
         h.op = v1::OP_WRITE;
@@ -276,13 +266,15 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   bool AwaitsEvents() const override { return batches_in_flight_ > 0; }
 
   // ---- BlockStreamSink: called from events_.Wait(), on the queue thread ----
-  // Where READ data for `tag` goes, or nullptr if `size` is not what the request asked for.
+  // Where READ data for `wire_tag` goes: the buffer of the READ in flight on that tag with that
+  // sequence number, or nullptr if there is none or `size` is not what it asked for.
   uint8_t* ReadDest(uint32_t wire_tag, uint32_t size) override {
     const uint32_t tag = wire_tag & 0xffff;
     if (tag >= depth_) return nullptr;
-    uint32_t len = read_len_[tag].load(std::memory_order_acquire);
-    if (size != len || read_wire_tag_[tag].load(std::memory_order_relaxed) != wire_tag) return nullptr;
-    return read_dest_[tag].load(std::memory_order_relaxed);
+    const Slot& s = slots_[tag];
+    if (!s.active || s.req.op != UBLK_IO_OP_READ || s.seq != (wire_tag >> 16) || s.req.length != size)
+      return nullptr;
+    return s.req.buf;
   }
   void StreamCompletion(uint32_t, uint32_t wire_tag, int code, const std::string& message, uint64_t) override {
     if (code != 0) {
@@ -361,7 +353,6 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
       s.pool_slot = -1;
     }
     s.active = false;
-    if (s.req.op == UBLK_IO_OP_READ) read_len_[tag].store(0, std::memory_order_relaxed);
     ctx_->Complete(tag, result);
   }
 
@@ -412,9 +403,6 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   const uint16_t depth_;
   std::vector<Slot> slots_;
   std::vector<int> write_slot_;  // NEED_GET_DATA slot chosen for a tag's pending write
-  std::unique_ptr<std::atomic<uint8_t*>[]> read_dest_;
-  std::unique_ptr<std::atomic<uint32_t>[]> read_len_;
-  std::unique_ptr<std::atomic<uint32_t>[]> read_wire_tag_;
   std::vector<uint16_t> pending_;
   std::vector<uint16_t> retry_;
   static constexpr uint32_t kMaxBatchesInFlight = 2;
