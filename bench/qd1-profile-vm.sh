@@ -1,13 +1,15 @@
 #!/bin/bash
 # Guest side of bench/run-qd1-profile: backend_bench at QD1 against unbd-server and nbd-server.
-# Per workload and target, two runs of the same load: the first unobserved, for IOPS and the CPU
-# time the server's and the client's processes use per request (/proc/PID/stat over a timed
-# window); the second under `perf record -a`, for the share of each process's user time spent in
-# gRPC's libraries. (perf's own start-up costs seconds of CPU under TCG and its sampling clock
+# Per workload and target, two runs of the same load: the first for IOPS and the CPU time the
+# server's and the client's processes use per request (perf stat's task-clock over a timed window,
+# split into user and kernel time by /proc/PID/stat, whose tick-sampled times alone were off by up
+# to 2x under TCG); the second under `perf record -a`, for the share of each process's user time
+# spent in gRPC's libraries. (perf's own start-up costs seconds of CPU under TCG and its sampling clock
 # drifts there, so it gives shares, not totals.) With a ublk driver (UNBD_UBLK_DRIVER), it then
 # puts the bare gRPC client's IOPS between fio's on the kernel's nbd device and on a remote unbd
 # device, all at QD1 in this run: what the network protocol allows, and what the frontend adds;
-# and which threads of the guest spend the CPU while the remote device runs.
+# the exact CPU per request of unbd-server and the daemon behind the device, and which threads of
+# the guest spend the CPU while it runs (tick-sampled).
 set -uo pipefail
 b=$UNBD_BUILD_DIR/bench/backend_bench
 echo 0 >/proc/sys/kernel/kptr_restrict
@@ -39,18 +41,30 @@ ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; } # utime stime, all threads
 for wl in randread randwrite; do
 	for t in unbd nbd; do
 		start_bench "$t" "$wl"
+		# Totals from perf stat's task-clock (exact on-CPU time); /proc's utime and stime are sampled
+		# at the tick, which under TCG was off by up to 2x, so they only split a total into user and
+		# kernel time.
+		perf stat -x, -e task-clock -p "$server_pid" -o /tmp/ts.csv -- sleep "$window_s" >/dev/null 2>&1 &
+		server_stat=$!
+		perf stat -x, -e task-clock -p "$bench_pid" -o /tmp/tc.csv -- sleep "$window_s" >/dev/null 2>&1 &
+		client_stat=$!
 		read -r su0 sk0 <<<"$(ticks "$server_pid")"
 		read -r cu0 ck0 <<<"$(ticks "$bench_pid")"
-		n0=$(date +%s%N)
 		sleep "$window_s"
 		read -r su1 sk1 <<<"$(ticks "$server_pid")"
 		read -r cu1 ck1 <<<"$(ticks "$bench_pid")"
-		n1=$(date +%s%N)
+		wait "$server_stat" "$client_stat"
 		finish_bench "$t"
 		plain_iops=$iops
 		[ "$t" = unbd ] && grpc_client_iops[$wl]=$iops
-		cpu=$(awk -v hz="$hz" -v ns=$((n1 - n0)) -v iops="$iops" -v a="$((su1 - su0)) $((sk1 - sk0)) $((cu1 - cu0)) $((ck1 - ck0))" \
-			'BEGIN { split(a, d, " "); for (i = 1; i <= 4; i++) printf "%.0f ", d[i] / hz / (ns / 1e9) * 1e6 / iops }')
+		cpu=$(awk -F, -v w="$window_s" -v iops="$iops" -v a="$((su1 - su0)) $((sk1 - sk0)) $((cu1 - cu0)) $((ck1 - ck0))" '
+			$3 == "task-clock" { ms[FILENAME] = $1 }
+			END {
+				split(a, d, " ")
+				s = ms["/tmp/ts.csv"] * 1000 / (w * iops); c = ms["/tmp/tc.csv"] * 1000 / (w * iops)
+				su = d[1] + d[2] > 0 ? d[1] / (d[1] + d[2]) : 1; cu = d[3] + d[4] > 0 ? d[3] / (d[3] + d[4]) : 1
+				printf "%.0f %.0f %.0f %.0f", s * su, s * (1 - su), c * cu, c * (1 - cu)
+			}' /tmp/ts.csv /tmp/tc.csv)
 		start_bench "$t" "$wl"
 		perf record -a -F 999 -o /tmp/perf.data -- sleep "$window_s" >/dev/null 2>&1
 		finish_bench "$t"
@@ -89,6 +103,7 @@ dev=$(unbd_add -t remote --server "$UNBD_SERVER" --volume vol0 -q 1 --need-get-d
 wait_for_blockdev "$dev"
 prefill "$dev" 64M
 settle_backend
+daemon=$(daemon_pid "${dev#/dev/ublkb}")
 thread_ticks() { # one line per thread: "ticks name tid" (one awk: forks cost much under TCG)
 	cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null |
 		awk '{ name = $0; sub(/^[0-9]+ \(/, "", name); sub(/\) [^)]*$/, "", name); gsub(/ /, "_", name)
@@ -101,16 +116,24 @@ for wl in randread randwrite; do
 	fio_iops "$dev" "$wl" 1 64M $((window_s + 3)) >/tmp/u.iops &
 	fio_pid=$!
 	sleep 2
+	perf stat -x, -e task-clock -p "$BACKEND_PID" -o /tmp/ts.csv -- sleep "$window_s" >/dev/null 2>&1 &
+	server_stat=$!
+	perf stat -x, -e task-clock -p "$daemon" -o /tmp/td.csv -- sleep "$window_s" >/dev/null 2>&1 &
+	daemon_stat=$!
 	thread_ticks >/tmp/t0
 	sleep "$window_s"
 	thread_ticks >/tmp/t1
-	wait "$fio_pid"
+	wait "$server_stat" "$daemon_stat" "$fio_pid"
 	u=$(cat /tmp/u.iops)
+	awk -F, -v w="$window_s" -v iops="$u" -v wl="$wl" '
+		$3 == "task-clock" { ms[FILENAME] = $1 }
+		END { printf "RESULT remote device %-9s QD1, exact CPU us per request: unbd-server %.0f, daemon %.0f\n", wl,
+		      ms["/tmp/ts.csv"] * 1000 / (w * iops), ms["/tmp/td.csv"] * 1000 / (w * iops) }' /tmp/ts.csv /tmp/td.csv
 	awk -v hz="$hz" -v s="$window_s" -v iops="$u" -v wl="$wl" '
 		NR == FNR { before[$3] = $1; next }
 		{ d = $1 - before[$3]; if (d > 0) by[$2] += d }
 		END { line = ""; for (c in by) if (by[c] / hz / s * 1e6 / iops >= 50) line = line sprintf(" %s %.0f", c, by[c] / hz / s * 1e6 / iops)
-		      print "RESULT threads on the remote device, " wl " QD1, CPU us per request:" line }' /tmp/t0 /tmp/t1
+		      print "RESULT threads on the remote device, " wl " QD1, CPU us per request (tick-sampled):" line }' /tmp/t0 /tmp/t1
 	g=${grpc_client_iops[$wl]}
 	awk -v wl="$wl" -v n="$n" -v g="$g" -v u="$u" 'BEGIN {
 		printf "RESULT chain %-9s QD1: kernel nbd device %5d IOPS | gRPC client without ublk (backend_bench) %5d = %.2fx | unbd remote device %5d = %.2fx\n",
