@@ -38,15 +38,21 @@ finish_bench() {
 	[ -n "$iops" ] || { cat /tmp/bb.out; exit 1; }
 }
 ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; } # utime stime, all threads
+# cpu_window PID FILE: in the background (its pid in $!), perf stat's task-clock, the exact on-CPU
+# time of all PID's threads, over the next window_s seconds. /proc's utime and stime are sampled at
+# the tick, which under TCG was off by up to 2x, so they only split such a total into user and
+# kernel time.
+cpu_window() { perf stat -x, -e task-clock -p "$1" -o "$2" -- sleep "$window_s" >/dev/null 2>&1 & }
+# us_per_request FILE IOPS: cpu_window's total as CPU microseconds per request.
+us_per_request() {
+	awk -F, -v w="$window_s" -v iops="$2" '$3 == "task-clock" { ms = $1 } END { printf "%.0f", ms * 1000 / (w * iops) }' "$1"
+}
 for wl in randread randwrite; do
 	for t in unbd nbd; do
 		start_bench "$t" "$wl"
-		# Totals from perf stat's task-clock (exact on-CPU time); /proc's utime and stime are sampled
-		# at the tick, which under TCG was off by up to 2x, so they only split a total into user and
-		# kernel time.
-		perf stat -x, -e task-clock -p "$server_pid" -o /tmp/ts.csv -- sleep "$window_s" >/dev/null 2>&1 &
+		cpu_window "$server_pid" /tmp/ts.csv
 		server_stat=$!
-		perf stat -x, -e task-clock -p "$bench_pid" -o /tmp/tc.csv -- sleep "$window_s" >/dev/null 2>&1 &
+		cpu_window "$bench_pid" /tmp/tc.csv
 		client_stat=$!
 		read -r su0 sk0 <<<"$(ticks "$server_pid")"
 		read -r cu0 ck0 <<<"$(ticks "$bench_pid")"
@@ -57,14 +63,12 @@ for wl in randread randwrite; do
 		finish_bench "$t"
 		plain_iops=$iops
 		[ "$t" = unbd ] && grpc_client_iops[$wl]=$iops
-		cpu=$(awk -F, -v w="$window_s" -v iops="$iops" -v a="$((su1 - su0)) $((sk1 - sk0)) $((cu1 - cu0)) $((ck1 - ck0))" '
-			$3 == "task-clock" { ms[FILENAME] = $1 }
-			END {
+		cpu=$(awk -v s="$(us_per_request /tmp/ts.csv "$iops")" -v c="$(us_per_request /tmp/tc.csv "$iops")" \
+			-v a="$((su1 - su0)) $((sk1 - sk0)) $((cu1 - cu0)) $((ck1 - ck0))" 'BEGIN {
 				split(a, d, " ")
-				s = ms["/tmp/ts.csv"] * 1000 / (w * iops); c = ms["/tmp/tc.csv"] * 1000 / (w * iops)
 				su = d[1] + d[2] > 0 ? d[1] / (d[1] + d[2]) : 1; cu = d[3] + d[4] > 0 ? d[3] / (d[3] + d[4]) : 1
 				printf "%.0f %.0f %.0f %.0f", s * su, s * (1 - su), c * cu, c * (1 - cu)
-			}' /tmp/ts.csv /tmp/tc.csv)
+			}')
 		start_bench "$t" "$wl"
 		perf record -a -F 999 -o /tmp/perf.data -- sleep "$window_s" >/dev/null 2>&1
 		finish_bench "$t"
@@ -116,19 +120,17 @@ for wl in randread randwrite; do
 	fio_iops "$dev" "$wl" 1 64M $((window_s + 3)) >/tmp/u.iops &
 	fio_pid=$!
 	sleep 2
-	perf stat -x, -e task-clock -p "$BACKEND_PID" -o /tmp/ts.csv -- sleep "$window_s" >/dev/null 2>&1 &
+	cpu_window "$BACKEND_PID" /tmp/ts.csv
 	server_stat=$!
-	perf stat -x, -e task-clock -p "$daemon" -o /tmp/td.csv -- sleep "$window_s" >/dev/null 2>&1 &
+	cpu_window "$daemon" /tmp/td.csv
 	daemon_stat=$!
 	thread_ticks >/tmp/t0
 	sleep "$window_s"
 	thread_ticks >/tmp/t1
 	wait "$server_stat" "$daemon_stat" "$fio_pid"
 	u=$(cat /tmp/u.iops)
-	awk -F, -v w="$window_s" -v iops="$u" -v wl="$wl" '
-		$3 == "task-clock" { ms[FILENAME] = $1 }
-		END { printf "RESULT remote device %-9s QD1, exact CPU us per request: unbd-server %.0f, daemon %.0f\n", wl,
-		      ms["/tmp/ts.csv"] * 1000 / (w * iops), ms["/tmp/td.csv"] * 1000 / (w * iops) }' /tmp/ts.csv /tmp/td.csv
+	printf "RESULT remote device %-9s QD1, exact CPU us per request: unbd-server %s, daemon %s\n" "$wl" \
+		"$(us_per_request /tmp/ts.csv "$u")" "$(us_per_request /tmp/td.csv "$u")"
 	awk -v hz="$hz" -v s="$window_s" -v iops="$u" -v wl="$wl" '
 		NR == FNR { before[$3] = $1; next }
 		{ d = $1 - before[$3]; if (d > 0) by[$2] += d }
