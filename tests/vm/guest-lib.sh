@@ -16,9 +16,9 @@
 # The script runs with `set -euo pipefail`-friendly helpers; cwd is the repository, /tmp is a
 # fresh tmpfs, files written to $UNBD_VM_OUT are kept in the host's run directory.
 
-_guest_lib_t0=$(date +%s)
+_guest_lib_t0=$EPOCHSECONDS
 
-log() { echo "[test +$(($(date +%s) - _guest_lib_t0))s] $*"; }
+log() { echo "[test +$((EPOCHSECONDS - _guest_lib_t0))s] $*"; }
 fail() {
 	echo "FAIL: $*"
 	exit 1

@@ -24,11 +24,16 @@ daemon_pid() { "$UNBD" list -n "$1" --json | jq -r '.[0].daemon_pid'; }
 device_epoch() { "$UNBD" list -n "$1" --json | jq -r '.[0].epoch'; }
 is_state() { [ "$(dev_state "$1")" = "$2" ]; }
 standby_pid() { "$UNBD" list -n "$1" --json | jq -r '.[0].standby_pid // 0'; }
+# device_fields ID: "daemon_pid state epoch standby_pid" from one `unbd list` (each process start
+# costs a few hundred ms in a loaded TCG guest), for `read -r pid state epoch spid < <(...)`.
+device_fields() {
+	"$UNBD" list -n "$1" --json | jq -r '.[0] | "\(.daemon_pid) \(.state) \(.epoch // 0) \(.standby_pid // 0)"'
+}
 standby_ready() { # device $1 (--standby) has a standby that is up, connected and waiting
-	local s
-	s=$(standby_pid "$1")
-	[ "$s" != 0 ] && [ "$(cat /proc/"$s"/comm 2>/dev/null)" = unbd-standby ] &&
-		grep -q "standby $s for device $1 (daemon pid $(daemon_pid "$1")) ready" "$UNBD_RUN_DIR/$1.log"
+	local pid state epoch s
+	read -r pid state epoch s < <(device_fields "$1")
+	[ "$s" != 0 ] && { [ "$(</proc/"$s"/comm)" = unbd-standby ]; } 2>/dev/null &&
+		grep -q "standby $s for device $1 (daemon pid $pid) ready" "$UNBD_RUN_DIR/$1.log"
 }
 check_no_daemon_errors() {
 	if grep -l "not owned" "$UNBD_RUN_DIR"/*.log 2>/dev/null; then

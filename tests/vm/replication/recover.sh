@@ -61,24 +61,24 @@ for ((c = 1; c <= cycles; c++)); do
 	spid=
 	if [ -n "$standby" ]; then
 		wait_until 120 standby_ready "$id" || fail "no standby ready before cycle $c"
-		spid=$(standby_pid "$id")
+		read -r pid state epoch spid < <(device_fields "$id")
 		if [ "$c" = "$cycles" ]; then
 			kill -9 "$spid"
 			log "cycle $c: standby $spid killed as well: unbd recover alone must bring the device back"
 			spid=
 		fi
 	fi
-	pid=$(daemon_pid "$id")
+	[ -n "$standby" ] || read -r pid state epoch spid < <(device_fields "$id")
 	kill -9 "$pid"
-	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(cat /tmp/recover.out)"
-	epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
-	log "cycle $c: daemon $pid killed, recovered at epoch $epoch: $(cat /tmp/recover.out)"
+	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(</tmp/recover.out)"
+	read -r new_pid state epoch _ < <(device_fields "$id")
+	log "cycle $c: daemon $pid killed, recovered at epoch $epoch: $(</tmp/recover.out)"
 	if [ -n "$spid" ]; then
-		[ "$(daemon_pid "$id")" = "$spid" ] || fail "cycle $c: pid $(daemon_pid "$id") serves the device, not the standby $spid"
+		[ "$new_pid" = "$spid" ] || fail "cycle $c: pid $new_pid serves the device, not the standby $spid"
 	fi
 	[ "$epoch" -gt "$prev_epoch" ] || fail "cycle $c: epoch did not rise ($prev_epoch -> $epoch)"
 	prev_epoch=$epoch
-	is_state "$id" LIVE || fail "device not LIVE after recovery $c"
+	[ "$state" = LIVE ] || fail "device $state, not LIVE, after recovery $c"
 	sleep 5
 done
 
