@@ -68,7 +68,7 @@ for ((c = 1; c <= cycles; c++)); do
 			spid=
 		fi
 	fi
-	[ -n "$standby" ] || read -r pid state epoch spid < <(device_fields "$id")
+	[ -n "$standby" ] || read -r pid state epoch _ < <(device_fields "$id")
 	kill -9 "$pid"
 	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(</tmp/recover.out)"
 	read -r new_pid state epoch _ < <(device_fields "$id")
