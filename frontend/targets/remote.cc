@@ -432,14 +432,16 @@ namespace {
 // The control channel (OpenVolume, lookups) and each queue's own connection.
 class RemoteConnections final : public TargetConnections {
  public:
-  explicit RemoteConnections(const DeviceConfig& config) : control(backend::MakeChannel(config.server)) {
+  explicit RemoteConnections(const DeviceConfig& config)
+      : control(backend::MakeChannel(config.server, /*own_connection=*/true)) {
     control->GetState(/*try_to_connect=*/true);
-    // Each queue streams on a connection of its own. They are made and connect while the volume is
-    // opened on the control one, on a thread of their own: during `recover` that is time the device
-    // is quiesced, and making a channel costs 10-20 ms of CPU under TCG while the control
-    // connection's handshake mostly waits.
+    // Each queue streams on a connection of its own; queue 0 takes over the control one once the
+    // volume is open (one connection fewer to set up while a recovering device is quiesced). The
+    // others are made and connect while the volume is opened, on a thread of their own: making a
+    // channel costs 10-20 ms of CPU under TCG while the control connection's handshake mostly waits.
+    queues_.push_back(control);
     queue_maker_ = std::thread([this, server = config.server, n = config.nr_queues] {
-      for (int q = 0; q < n; ++q) {
+      for (int q = 1; q < n; ++q) {
         queues_.push_back(backend::MakeChannel(server, /*own_connection=*/true));
         queues_.back()->GetState(/*try_to_connect=*/true);
       }
@@ -474,8 +476,7 @@ Status ConnectRemoteTarget(const DeviceConfig& config, std::unique_ptr<TargetCon
   ref.set_name(config.volume);
   // One call on each: the first RPC on a channel pays for its lazy set-up, which is exactly what a
   // standby is for.
-  std::vector<std::shared_ptr<grpc::Channel>> all = c->queues();
-  all.push_back(c->control);
+  std::vector<std::shared_ptr<grpc::Channel>> all = c->queues();  // the control one is queue 0's
   Status s;
   for (const auto& ch : all) {
     if (!ch->WaitForConnected(deadline)) {
