@@ -429,7 +429,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
 
 namespace {
 
-// The control channel (OpenVolume, lookups) and each queue's own connection.
+// Each queue's own connection; queue 0's is also the control channel (OpenVolume, lookups).
 class RemoteConnections final : public TargetConnections {
  public:
   explicit RemoteConnections(const DeviceConfig& config)
@@ -456,8 +456,7 @@ class RemoteConnections final : public TargetConnections {
     return queues_;
   }
   void KeepWarm() override {
-    control->GetState(/*try_to_connect=*/true);
-    for (auto& q : queues()) q->GetState(/*try_to_connect=*/true);
+    for (auto& q : queues()) q->GetState(/*try_to_connect=*/true);  // control is queue 0's
   }
 
   std::shared_ptr<grpc::Channel> control;
@@ -476,9 +475,8 @@ Status ConnectRemoteTarget(const DeviceConfig& config, std::unique_ptr<TargetCon
   ref.set_name(config.volume);
   // One call on each: the first RPC on a channel pays for its lazy set-up, which is exactly what a
   // standby is for.
-  std::vector<std::shared_ptr<grpc::Channel>> all = c->queues();  // the control one is queue 0's
   Status s;
-  for (const auto& ch : all) {
+  for (const auto& ch : c->queues()) {  // the control channel is queue 0's
     if (!ch->WaitForConnected(deadline)) {
       s = Status::Unavailable("unbd-server at " + config.server + " is unreachable");
       break;

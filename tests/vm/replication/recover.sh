@@ -42,7 +42,7 @@ fio_pid=$!
 sleep 3
 
 status() { "$UNBD" volume status rv --replicas "$reps" --timeout-ms 30000 "$@"; }
-prev_epoch=$("$UNBD" list -n "$id" --json | jq -r '.[0].epoch')
+read -r pid state prev_epoch _ < <(device_fields "$id")  # one `unbd list` per cycle from here on
 for ((c = 1; c <= cycles; c++)); do
 	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
 	if [ "$c" = 2 ]; then
@@ -68,7 +68,6 @@ for ((c = 1; c <= cycles; c++)); do
 			spid=
 		fi
 	fi
-	[ -n "$standby" ] || read -r pid state epoch _ < <(device_fields "$id")
 	kill -9 "$pid"
 	"$UNBD" recover -n "$id" >/tmp/recover.out 2>&1 || fail "recover (cycle $c) failed: $(</tmp/recover.out)"
 	read -r new_pid state epoch _ < <(device_fields "$id")
@@ -79,6 +78,7 @@ for ((c = 1; c <= cycles; c++)); do
 	[ "$epoch" -gt "$prev_epoch" ] || fail "cycle $c: epoch did not rise ($prev_epoch -> $epoch)"
 	prev_epoch=$epoch
 	[ "$state" = LIVE ] || fail "device $state, not LIVE, after recovery $c"
+	pid=$new_pid
 	sleep 5
 done
 
