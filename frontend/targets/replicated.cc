@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <bit>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
@@ -41,9 +41,10 @@ std::string ClientId() {
 // a fixed slot per tag (allocated once). The queue thread starts each write or flush with the
 // library's BeginFanOut (which replicas, out_mask, sequence number, region lock), encodes one
 // header per targeted replica and sends the payload as zero-copy slices on every targeted stream.
-// Each replica's answer is claimed once per request with an atomic (sequence number << 16 |
-// replicas still awaited); the last one completes it (answers arrive on the queue thread, from its
-// StreamEvents). All OK: EndFanOut and complete.
+// Each replica's answer is claimed once per request (sequence number << 16 | replicas still
+// awaited); the last one completes it. Answers, timeouts and broken streams all arrive on the
+// queue thread (its StreamEvents and ring), so a slot needs no atomics. All OK: EndFanOut and
+// complete.
 // Any failure, timeout or broken stream: a slow-path thread runs the library's ResolveFanOut
 // (fencing, mark-out committed on a majority before the ack, quorum wait, unary retries), then
 // EndFanOut, and hands the result back. Reads go to one healthy replica — the one this queue saw
@@ -115,8 +116,7 @@ class ReplicatedHandler final : public QueueHandler {
       for (uint16_t tag : pending_[p]) {
         Slot& s = slots_[tag];
         // Failed already (its stream ended or timed out before it went out): not sent.
-        const uint32_t claim = s.claim.load(std::memory_order_acquire);
-        if (s.state != State::kSent || (claim >> 16) != s.seq || !(claim & (1u << p))) continue;
+        if (s.state != State::kSent || (s.claim >> 16) != s.seq || !(s.claim & (1u << p))) continue;
         if (s.sent_seq[p] == s.seq) continue;  // queued twice (a tag reused within one round)
         s.sent_seq[p] = s.seq;
         const uint32_t data = s.req.op == UBLK_IO_OP_WRITE ? s.req.length : 0;
@@ -165,7 +165,7 @@ class ReplicatedHandler final : public QueueHandler {
     for (uint16_t tag = 0; tag < depth_; ++tag) {
       const Slot& s = slots_[tag];
       if (s.state != State::kSent || now - s.since < timeout) continue;
-      wedged |= s.claim.load(std::memory_order_acquire) & 0xffff;
+      wedged |= s.claim & 0xffff;
     }
     // A replica that does not answer within the timeout: its stream is dropped (a new one is made
     // for the next request sent to it) and everything awaiting it failed.
@@ -231,15 +231,15 @@ class ReplicatedHandler final : public QueueHandler {
     uint8_t header_len[replication::kMaxReplicas] = {};
     uint16_t sent_seq[replication::kMaxReplicas] = {};  // the request last sent to each replica
     char header[replication::kMaxReplicas][backend::kMaxIoRequestHeaderBytes];
-    // Written by whoever claims an answer (stream events and timeouts, on the queue thread).
-    std::atomic<uint32_t> claim{0};  // seq << 16 | replicas still awaited
-    std::atomic<uint32_t> remaining{0};
-    std::atomic<uint32_t> failed{0};  // replicas that answered with an error
-    std::atomic<uint8_t> code[replication::kMaxReplicas] = {};
-    std::atomic<uint64_t> their_epoch[replication::kMaxReplicas] = {};
+    // Set as answers are claimed. A slow-path thread reads code and their_epoch only after every
+    // answer was claimed, and its start orders it after those writes.
+    uint32_t claim = 0;   // seq << 16 | replicas still awaited
+    uint32_t failed = 0;  // replicas that answered with an error
+    uint8_t code[replication::kMaxReplicas] = {};
+    uint64_t their_epoch[replication::kMaxReplicas] = {};
     // READ data destination, checked as the answer is parsed.
-    std::atomic<uint32_t> read_wire_tag{0};
-    std::atomic<uint32_t> read_len{0};
+    uint32_t read_wire_tag = 0;
+    uint32_t read_len = 0;
     int slow_result = 0;  // set by the slow path before kSlowDone
   };
 
@@ -251,9 +251,7 @@ class ReplicatedHandler final : public QueueHandler {
       const uint32_t tag = wire_tag & 0xffff;
       if (tag >= h->depth_) return nullptr;
       Slot& s = h->slots_[tag];
-      if (s.read_len.load(std::memory_order_acquire) != size ||
-          s.read_wire_tag.load(std::memory_order_relaxed) != wire_tag)
-        return nullptr;
+      if (s.read_len != size || s.read_wire_tag != wire_tag) return nullptr;
       return s.req.buf;
     }
     void StreamCompletion(uint32_t, uint32_t wire_tag, int code, const std::string& message,
@@ -289,25 +287,21 @@ class ReplicatedHandler final : public QueueHandler {
   bool Answer(uint16_t tag, uint16_t seq, size_t p, int code, uint64_t their_epoch) {
     Slot& s = slots_[tag];
     const uint32_t bit = 1u << p;
-    uint32_t cur = s.claim.load(std::memory_order_acquire);
-    for (;;) {
-      if ((cur >> 16) != seq || !(cur & bit)) return false;  // stale, or answered already
-      if (s.claim.compare_exchange_weak(cur, cur & ~bit, std::memory_order_acq_rel)) break;
-    }
+    if ((s.claim >> 16) != seq || !(s.claim & bit)) return false;  // stale, or answered already
+    s.claim &= ~bit;
     if (code != 0) {
-      s.code[p].store(static_cast<uint8_t>(code), std::memory_order_relaxed);
-      s.their_epoch[p].store(their_epoch, std::memory_order_relaxed);
-      s.failed.fetch_or(bit, std::memory_order_release);
+      s.code[p] = static_cast<uint8_t>(code);
+      s.their_epoch[p] = their_epoch;
+      s.failed |= bit;
     }
-    return s.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1;
+    return (s.claim & 0xffff) == 0;
   }
 
   // Arms the answers of a new request to the replicas in `mask` (before anything is sent).
   void Arm(Slot& s, uint32_t mask) {
     s.seq = static_cast<uint16_t>(s.seq + 1);
-    s.failed.store(0, std::memory_order_relaxed);
-    s.remaining.store(static_cast<uint32_t>(std::popcount(mask)), std::memory_order_relaxed);
-    s.claim.store((static_cast<uint32_t>(s.seq) << 16) | mask, std::memory_order_release);
+    s.failed = 0;
+    s.claim = (static_cast<uint32_t>(s.seq) << 16) | mask;
     s.state = State::kSent;
     s.since = Clock::now();
   }
@@ -399,15 +393,15 @@ class ReplicatedHandler final : public QueueHandler {
     Slot& s = slots_[tag];
     const size_t p = s.read_order[s.read_next];
     Arm(s, 1u << p);
-    s.read_wire_tag.store(tag | (static_cast<uint32_t>(s.seq) << 16), std::memory_order_relaxed);
-    s.read_len.store(s.req.length, std::memory_order_release);
+    s.read_wire_tag = tag | (static_cast<uint32_t>(s.seq) << 16);
+    s.read_len = s.req.length;
     Encode(tag, p, v1::OP_READ, s.read_vids[s.read_next], s.read_gens[s.read_next], 0);
     MaybeArmTimer();
   }
 
   // Replica p's answer to the request in `s`, which carried `volume_id` and `generation`.
   Status ReplicaStatus(const Slot& s, size_t p, uint64_t volume_id, uint64_t generation) const {
-    const int code = s.code[p].load(std::memory_order_relaxed);
+    const int code = s.code[p];
     const std::string where = "volume '" + vol_->name() + "' replica " + std::to_string(p) + " (" +
                               vol_->replica_target(p) + ", volume " + std::to_string(volume_id) +
                               ")";
@@ -415,7 +409,7 @@ class ReplicatedHandler final : public QueueHandler {
       // The wording IsFenced recognizes, as the server's own message.
       return Status::FailedPrecondition(
           where + ": epoch " + std::to_string(vol_->epoch()) + " is fenced by epoch " +
-          std::to_string(s.their_epoch[p].load(std::memory_order_relaxed)));
+          std::to_string(s.their_epoch[p]));
     }
     const std::string m = where + ": stream answered gRPC code " + std::to_string(code);
     switch (static_cast<grpc::StatusCode>(code)) {
@@ -435,9 +429,9 @@ class ReplicatedHandler final : public QueueHandler {
 
   void OnAllAnswered(uint16_t tag) {
     Slot& s = slots_[tag];
-    const uint32_t failed = s.failed.load(std::memory_order_acquire);
+    const uint32_t failed = s.failed;
     if (s.req.op == UBLK_IO_OP_READ) {
-      s.read_len.store(0, std::memory_order_relaxed);
+      s.read_len = 0;
       const size_t p = s.read_order[s.read_next];
       const auto now = Clock::now();
       if (failed == 0) {
@@ -447,7 +441,7 @@ class ReplicatedHandler final : public QueueHandler {
       reads_.Failed(p, now);
       const uint64_t gen = s.read_gens[s.read_next];
       const Status st = ReplicaStatus(s, p, s.read_vids[s.read_next], gen);
-      if (s.code[p].load(std::memory_order_relaxed) == kFencedCode) {
+      if (s.code[p] == kFencedCode) {
         vol_->ReportFenced(st);
         target_->ReportFailure("read", s.req.offset, st);
         return Finish(tag, -EIO);
@@ -490,7 +484,7 @@ class ReplicatedHandler final : public QueueHandler {
   void GoSlow(uint16_t tag) {
     Slot& s = slots_[tag];
     s.state = State::kSlow;
-    const uint32_t failed = s.failed.load(std::memory_order_acquire);
+    const uint32_t failed = s.failed;
     RunSlow([this, tag, failed] {
       Slot& s = slots_[tag];
       Status results[replication::kMaxReplicas];
