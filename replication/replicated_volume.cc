@@ -300,8 +300,15 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   // before that leaves the doubt to the next one.
   s = v->meta_->CommitInitial(adopted);
   if (!s.ok()) return s;
-  s = v->Reconcile(healthy, source, unstable);
-  if (!s.ok()) return s;
+  // In the background only when every healthy replica kept what the last owner acknowledged:
+  // then they differ only where writes were in flight, and a read can wait for its region.
+  const bool deferred = options.reconcile_in_background && restarted.empty() && !unstable.empty();
+  if (deferred) {
+    v->DeferReconcile(source, unstable);
+  } else {
+    s = v->Reconcile(healthy, source, unstable);
+    if (!s.ok()) return s;
+  }
   if (!restarted.empty()) {
     s = v->meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
       for (size_t p : restarted)
@@ -321,6 +328,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   if (options.resync_probe_interval.count() > 0) {
     v->prober_ = std::thread([p = v.get()] { p->ProbeLoop(); });
   }
+  if (deferred) v->reconciler_ = std::thread([p = v.get()] { p->ReconcileLoop(); });
   *out = std::move(v);
   return Status::Ok();
 }
@@ -431,6 +439,211 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t so
 ReplicatedVolume::~ReplicatedVolume() {
   stop_ = true;
   if (prober_.joinable()) prober_.join();
+  if (reconciler_.joinable()) reconciler_.join();
+}
+
+void ReplicatedVolume::DeferReconcile(size_t source, const std::vector<uint64_t>& unstable) {
+  {
+    std::lock_guard lock(mu_);
+    deferred_unstable_.insert(unstable.begin(), unstable.end());
+  }
+  {
+    std::lock_guard lock(reconcile_mu_);
+    reconcile_pending_.insert(unstable.begin(), unstable.end());
+  }
+  reconcile_source_ = source;
+  open_stats_.deferred_regions = unstable.size();
+  reconcile_left_.store(unstable.size(), std::memory_order_release);
+  spdlog::info("volume \"{}\" epoch {}: {} unstable regions to reconcile from {} while I/O goes on", name_,
+               epoch_, unstable.size(), replicas_[source]->rpc->target());
+}
+
+bool ReplicatedVolume::ReconcilePending(uint64_t offset, uint64_t length) const {
+  if (reconcile_left_.load(std::memory_order_acquire) == 0) return false;
+  const uint64_t first = offset / region_bytes_;
+  const uint64_t last = (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_;
+  std::lock_guard lock(reconcile_mu_);
+  auto it = reconcile_pending_.lower_bound(first);
+  return it != reconcile_pending_.end() && *it <= last;
+}
+
+Status ReplicatedVolume::ReconcileBeforeRead(uint64_t offset, uint64_t length) {
+  if (!ReconcilePending(offset, length)) return Status::Ok();
+  reconcile_readers_.fetch_add(1);
+  std::unique_lock run(reconcile_run_mu_);
+  reconcile_readers_.fetch_sub(1);
+  const uint64_t first = offset / region_bytes_;
+  const uint64_t last = (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_;
+  for (uint64_t r = first; r <= last; ++r) {
+    bool pending;
+    {
+      std::lock_guard lock(reconcile_mu_);
+      pending = reconcile_pending_.count(r) != 0;
+    }
+    if (!pending) continue;
+    Status s = ReconcileRegion(r);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status ReplicatedVolume::ReconcileRegion(uint64_t r) {
+  const uint64_t off = r * region_bytes_;
+  const uint64_t end = std::min<uint64_t>(size_bytes_.load(), off + region_bytes_);
+  // Writes to the region wait while it is compared and copied; those that ended before went to
+  // every healthy replica, so their blocks compare equal and are not copied over.
+  locks_.Lock(r);
+  CopyEnd src{};
+  size_t source = 0;
+  std::vector<CopyEnd> dsts;
+  std::vector<size_t> dst_index;
+  uint32_t out_mask = 0;
+  Status fenced;
+  {
+    std::lock_guard lock(mu_);
+    fenced = fenced_;
+    // The open's source while it can be read from; else the replica a read would use first (no
+    // read of this region has been served yet, so any healthy copy will do).
+    uint8_t order[kMaxReplicas];
+    const size_t n = ReadableSources(order);
+    source = n > 0 ? order[0] : reconcile_source_;
+    for (size_t k = 0; k < n; ++k) {
+      if (order[k] == reconcile_source_ && !replicas_[order[k]]->suspect) source = reconcile_source_;
+    }
+    reconcile_source_ = source;
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      const Replica& rep = *replicas_[i];
+      if (rep.state == ReplicaState::kOut) out_mask |= 1u << i;
+      if (rep.state != ReplicaState::kHealthy) continue;
+      if (i == source) {
+        src = {rep.rpc.get(), rep.volume_id, rep.generation};
+      } else {
+        dsts.push_back({rep.rpc.get(), rep.volume_id, rep.generation});
+        dst_index.push_back(i);
+      }
+    }
+    if (fenced.ok() && n == 0) fenced = Status::Unavailable("no healthy replica");
+  }
+  if (!fenced.ok()) {
+    locks_.Unlock(r);
+    return fenced;
+  }
+  uint64_t copied = 0;
+  size_t failed_dst = dsts.size();
+  Status s = off < end ? CopyDifferingBlocks(src, dsts, epoch_, off, end - off, max_io_bytes_, out_mask,
+                                             &copied, &failed_dst)
+                       : Status::Ok();
+  locks_.Unlock(r);
+  if (s.ok()) {
+    {
+      std::lock_guard lock(reconcile_mu_);
+      reconcile_pending_.erase(r);
+    }
+    reconciled_bytes_ += copied;
+    reconcile_left_.fetch_sub(1, std::memory_order_acq_rel);
+    return Status::Ok();
+  }
+  if (IsFenced(s)) {
+    FailIncarnation(s);
+    return s;
+  }
+  // Like a failed write: the replica that failed goes out (the region lands in its PeerSet) and
+  // the region is retried on the others.
+  const size_t bad = s.code() == Status::Code::kAborted && failed_dst < dst_index.size()
+                         ? dst_index[failed_dst]
+                         : source;
+  const std::string why = "reconciling region " + std::to_string(r) + ": " + s.ToString();
+  Status m = MarkOut({bad}, r, r, why);
+  if (IsFenced(m)) {
+    FailIncarnation(m);
+    return m;
+  }
+  return Status::Unavailable("volume \"" + name_ + "\" epoch " + std::to_string(epoch_) + ": " + why +
+                             (m.ok() ? "" : " (mark-out: " + m.message() + ")"));
+}
+
+void ReplicatedVolume::ReconcileLoop() {
+  const auto started = std::chrono::steady_clock::now();
+  int failures = 0;
+  while (!stop_ && fenced().ok()) {
+    // A read waiting for its region goes first.
+    while (reconcile_readers_.load() > 0 && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::unique_lock run(reconcile_run_mu_);
+    uint64_t r;
+    {
+      std::lock_guard lock(reconcile_mu_);
+      if (reconcile_pending_.empty()) break;
+      r = *reconcile_pending_.begin();
+    }
+    Status s = ReconcileRegion(r);
+    if (s.ok()) {
+      failures = 0;
+      continue;
+    }
+    run.unlock();
+    if (IsFenced(s)) return;  // the incarnation failed: nothing is served any more
+    if (failures++ % 10 == 0) spdlog::warn("{} (retrying)", s.ToString());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(100 * failures, 1000));
+    while (!stop_ && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!stop_ && fenced().ok()) FinishReconcile(started);
+}
+
+void ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point started) {
+  std::vector<uint64_t> regions;
+  std::vector<CopyEnd> healthy;
+  {
+    std::lock_guard lock(mu_);
+    regions.assign(deferred_unstable_.begin(), deferred_unstable_.end());
+    for (size_t i : IndicesIn(ReplicaState::kHealthy))
+      healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
+  }
+  // The copies, and the last owner's acknowledged writes, durable on every healthy replica before
+  // their regions may leave the unstable sets.
+  std::vector<Status> flushed(healthy.size());
+  ForEachParallel(healthy.size(), [&](size_t k) {
+    flushed[k] = healthy[k].rpc->Flush(healthy[k].volume_id, epoch_, healthy[k].generation);
+  });
+  for (size_t k = 0; k < healthy.size(); ++k) {
+    if (flushed[k].ok()) continue;
+    if (IsFenced(flushed[k])) return FailIncarnation(flushed[k]);
+    // Still pinned: a mark-out takes them along, and the next open reconciles them once more.
+    spdlog::warn("volume \"{}\" epoch {}: reconciled, but flushing {} failed: {}; the regions stay unstable",
+                 name_, epoch_, healthy[k].rpc->target(), flushed[k].ToString());
+    return;
+  }
+  // The regions no write touched since the open leave the unstable sets now (under their lock,
+  // so none starts meanwhile); the written ones go with the flush that covers their writes.
+  std::vector<uint64_t> held, clear;
+  for (uint64_t r : regions) {
+    if (locks_.TryLock(r)) held.push_back(r);
+  }
+  {
+    std::lock_guard lock(mu_);
+    deferred_unstable_.clear();
+    for (uint64_t r : held) {
+      if (regions_.At(r).last.load(std::memory_order_relaxed) == 0 && !pinned_unstable_.count(r))
+        clear.push_back(r);
+    }
+  }
+  Status cleared;
+  if (!clear.empty()) {
+    std::vector<Status> results(healthy.size());
+    ForEachParallel(healthy.size(), [&](size_t k) {
+      results[k] = healthy[k].rpc->ClearRegions(healthy[k].volume_id, epoch_, kUnstableSetIndex, clear, false);
+    });
+    for (const Status& c : results) {
+      if (!c.ok() && cleared.ok()) cleared = c;
+    }
+  }
+  for (uint64_t r : held) locks_.Unlock(r);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  spdlog::info("volume \"{}\" epoch {}: reconciled {} unstable regions in the background in {:.0f} ms: {} bytes "
+               "differed; {} cleared from the unstable sets{}",
+               name_, epoch_, regions.size(), ms, reconciled_bytes_, cleared.ok() ? clear.size() : 0,
+               cleared.ok() ? "" : " (clearing: " + cleared.ToString() + ")");
 }
 
 std::vector<ReplicaState> ReplicatedVolume::states() const {
@@ -614,6 +827,7 @@ void ReplicatedVolume::DemoteRebuilding(size_t p, uint64_t first_region, uint64_
 
 std::vector<uint64_t> ReplicatedVolume::OwnerUnstable() const {
   std::set<uint64_t> u(pinned_unstable_.begin(), pinned_unstable_.end());
+  u.insert(deferred_unstable_.begin(), deferred_unstable_.end());
   LockLanes all(this);  // no write between its sequence number and its regions' entries
   regions_.ForEachTracked([&](uint64_t r, const RegionTable::Entry& e) {
     if (!RegionTable::Covered(e.last.load(std::memory_order_relaxed))) u.insert(r);
@@ -1065,7 +1279,8 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
       const RegionTable::Entry& e = regions_.At(r);
       const uint64_t last = e.last.load(std::memory_order_relaxed);
       if (last != 0 && RegionTable::Seq(last) < flush_seq &&
-          e.running.load(std::memory_order_relaxed) == 0 && !pinned_unstable_.count(r))
+          e.running.load(std::memory_order_relaxed) == 0 && !pinned_unstable_.count(r) &&
+          !deferred_unstable_.count(r))
         clear.push_back(r);
     }
     for (size_t i : IndicesIn(ReplicaState::kHealthy))
@@ -1101,6 +1316,9 @@ Status ReplicatedVolume::Flush() {
 }
 
 Status ReplicatedVolume::Read(uint64_t offset, uint32_t length, std::string* out) {
+  // Healthy replicas may still differ in a region the open left to the background: not before
+  // it was made equal, so that no later read returns something else.
+  if (Status r = ReconcileBeforeRead(offset, length); !r.ok()) return r;
   struct Source {
     size_t index;
     ReplicaRpc* rpc;
@@ -1175,6 +1393,10 @@ void ReplicatedVolume::RetireSuspects() {
 }
 
 Status ReplicatedVolume::ResyncOut() {
+  // A resync copies from a healthy replica: not while healthy ones may still differ.
+  if (const uint64_t left = reconcile_left(); left > 0)
+    return Status::Unavailable("volume \"" + name_ + "\": waiting for the reconciliation of " +
+                               std::to_string(left) + " unstable regions");
   std::lock_guard serial(resync_mu_);
   std::string errors;
   // Healing one replica can make a suspect one retirable: a few passes.
@@ -1215,7 +1437,7 @@ void ReplicatedVolume::ProbeLoop() {
                                  std::any_of(replicas_.begin(), replicas_.end(),
                                              [](const auto& r) { return r->suspect; }));
     }
-    if (any_out) {
+    if (any_out && reconcile_left() == 0) {
       Status s = ResyncOut();
       if (!s.ok()) spdlog::info("volume \"{}\": resync probe: {}", name_, s.ToString());
     }

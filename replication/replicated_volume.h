@@ -6,7 +6,9 @@
 //    (all healthy) committed on all of them.
 //  * Open: quorum open, adoption and re-commit of the metadata (ReplicaMeta), reconciliation of
 //    the regions that were in flight when the previous owner stopped (every healthy replica
-//    returns the same data afterwards), then I/O.
+//    returns the same data afterwards), then I/O. With reconcile_in_background the open returns
+//    before that reconciliation: a background pass does it while I/O goes on, and a read of a
+//    region not reconciled yet reconciles that region first.
 //  * Writes go to every healthy and rebuilding replica in parallel and are acknowledged when every
 //    healthy one applied them. A failing replica is marked out — its PeerSet filled on the
 //    survivors and the metadata change committed on a majority — before the write is
@@ -85,11 +87,16 @@ struct ReplicatedVolumeOptions {
   uint64_t resync_rate_bytes_per_s = 0;          // copier throttle; 0 = unlimited
   // > 0: a background thread probes out replicas at this interval and resyncs them.
   std::chrono::milliseconds resync_probe_interval{0};
+  // Open returns before the unstable regions are reconciled (see the top of this file), unless a
+  // healthy replica restarted since the last owner (then the reconciliation fixes lost writes,
+  // and nothing may read that replica first). For a device, whose I/O is frozen during its open.
+  bool reconcile_in_background = false;
 };
 
 struct OpenStats {
   uint64_t reconciled_regions = 0;  // unstable regions made equal on every healthy replica
   uint64_t reconciled_bytes = 0;    // what that copied: the blocks that differed, per destination
+  uint64_t deferred_regions = 0;    // unstable regions left to the background reconciliation
   uint64_t marked_out = 0;          // replicas marked out by the open
   // Replicas whose server restarted after an unclean stop since the last owner recorded its
   // generation: a healthy one was reconciled from a trusted replica, a rebuilding one is rebuilt
@@ -146,6 +153,12 @@ class ReplicatedVolume {
   // out while any other is there. 0 with *failed set when fenced.
   size_t ReadSources(uint8_t* order, uint64_t* volume_ids, uint64_t* generations, size_t* trusted,
                      Status* failed, size_t queue = 0) const;
+  // A read of [offset, offset + length) must wait for the background reconciliation (one of its
+  // regions is not reconciled yet): the caller reads through Read(), which reconciles them first.
+  // One relaxed atomic load once the reconciliation is done (or was never deferred).
+  bool ReconcilePending(uint64_t offset, uint64_t length) const;
+  // Unstable regions the background reconciliation has yet to make equal (0 when done).
+  uint64_t reconcile_left() const { return reconcile_left_.load(std::memory_order_acquire); }
   // Replica p refused a request carrying `generation` as gone (a read: writes and flushes go
   // through ResolveFanOut). Marks it out, or re-opens it as suspect when no majority is left.
   // Blocks; a report about a generation already handled is ignored.
@@ -229,6 +242,19 @@ class ReplicatedVolume {
                            std::vector<size_t>* restarted);
   Status Reconcile(const std::vector<size_t>& healthy, size_t source,
                    const std::vector<uint64_t>& unstable);
+  // The background reconciliation (reconcile_in_background) of `unstable` (deferred_unstable_).
+  // Caller: Open, before any I/O.
+  void DeferReconcile(size_t source, const std::vector<uint64_t>& unstable);
+  void ReconcileLoop();
+  // Reconciles every pending region of [offset, offset + length) before a read of it.
+  Status ReconcileBeforeRead(uint64_t offset, uint64_t length);
+  // Makes pending region `r` equal on every healthy replica (exclusive region lock, the blocks
+  // that differ copied from the source). A replica that fails it is marked out. Caller holds
+  // reconcile_run_mu_.
+  Status ReconcileRegion(uint64_t r);
+  // Every region reconciled: flush the healthy replicas, unpin the regions, clear the ones no
+  // write touched since the open from the unstable sets (the rest go with the next FLUSH).
+  void FinishReconcile(std::chrono::steady_clock::time_point started);
   Status FanOut(FanOutOp op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
   Status SendOne(const Target& t, FanOutOp op, uint64_t offset, uint64_t length, std::string_view data,
                  bool fua, uint32_t out_mask);
@@ -274,7 +300,7 @@ class ReplicatedVolume {
   std::vector<std::unique_ptr<Replica>> replicas_;
   OpenStats open_stats_;
 
-  // ---- Locking. mu_ guards the replicas' fields, fenced_, pinned_unstable_ and progress_, as
+  // ---- Locking. mu_ guards the replicas' fields, fenced_, the unstable sets and progress_, as
   // it always did, but the per-I/O path no longer takes it (a failed write's end does). That
   // path (BeginFanOut, EndFanOut of a write, ReadSources) takes only the lock of its lane, one
   // per queue, and reads the replicas through `snap_`, a copy made for it. Whoever changes what
@@ -336,7 +362,10 @@ class ReplicatedVolume {
   // failed (it may have landed on some replicas only), or unstable while a healthy replica failed
   // without being marked out (a replica that crashed and came back lost its unsynced writes).
   std::set<uint64_t> pinned_unstable_;
-  std::vector<ResyncProgress> progress_;
+  // The unstable regions the open left to the background reconciliation: unstable like pinned
+  // ones (in every mark-out's PeerSet, never cleared by a flush) until it has made them equal,
+  // flushed them and cleared them (FinishReconcile).
+  std::set<uint64_t> deferred_unstable_;  std::vector<ResyncProgress> progress_;
   // Every healthy replica lost its generation: the next FLUSH fails once. Set under mu_, taken
   // (exchange) by the flush that reports it.
   std::atomic<bool> unreported_loss_{false};
@@ -350,6 +379,17 @@ class ReplicatedVolume {
   std::mutex renew_mu_;   // one generation renewal at a time
   std::atomic<bool> stop_{false};
   std::thread prober_;
+
+  // The background reconciliation. Lock order: reconcile_run_mu_ (one region at a time, the
+  // background pass or a read's), then the others above; reconcile_mu_ is a leaf.
+  std::mutex reconcile_run_mu_;
+  mutable std::mutex reconcile_mu_;
+  std::set<uint64_t> reconcile_pending_;  // guarded by reconcile_mu_
+  size_t reconcile_source_ = 0;           // guarded by reconcile_run_mu_
+  std::atomic<uint64_t> reconcile_left_{0};
+  std::atomic<int> reconcile_readers_{0};  // reads waiting for reconcile_run_mu_ go first
+  uint64_t reconciled_bytes_ = 0;          // guarded by reconcile_run_mu_
+  std::thread reconciler_;
 };
 
 }  // namespace unbd::replication

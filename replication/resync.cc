@@ -62,7 +62,7 @@ Status CopyRange(const CopyEnd& src, const CopyEnd& dst, uint64_t epoch, uint64_
 
 Status CopyDifferingBlocks(const CopyEnd& src, const std::vector<CopyEnd>& dsts, uint64_t epoch,
                            uint64_t offset, uint64_t length, uint32_t max_io_bytes, uint32_t out_mask,
-                           uint64_t* copied) {
+                           uint64_t* copied, size_t* failed_dst) {
   constexpr uint64_t kBlock = 4096;
   // The server allows 65536 blocks per BlockChecksums call, but it reads every block it sums:
   // 8 MiB a call stays well inside the RPC deadline on a loaded server.
@@ -84,8 +84,10 @@ Status CopyDifferingBlocks(const CopyEnd& src, const std::vector<CopyEnd>& dsts,
     };
     std::vector<Run> runs;  // of differing blocks, per destination
     for (size_t d = 0; d < dsts.size(); ++d) {
-      if (!got[d + 1].ok())
+      if (!got[d + 1].ok()) {
+        if (failed_dst) *failed_dst = d;
         return Status::Aborted("checksums " + dsts[d].rpc->target() + ": " + got[d + 1].ToString());
+      }
       for (uint64_t b = 0; b < count;) {
         if (sums[d + 1][b] == sums[0][b]) {
           ++b;
@@ -103,11 +105,13 @@ Status CopyDifferingBlocks(const CopyEnd& src, const std::vector<CopyEnd>& dsts,
     std::atomic<size_t> next{0};
     std::atomic<uint64_t> moved{0};
     std::vector<Status> failed(std::min(kParallelRuns, runs.size()));
+    std::vector<size_t> failed_at(failed.size());  // the destination of failed[w]
     ForEachParallel(failed.size(), [&](size_t w) {
       for (size_t i; (i = next.fetch_add(1)) < runs.size() && failed[w].ok();) {
         uint64_t n = 0;
         failed[w] = CopyRange(src, dsts[runs[i].dst], epoch, runs[i].block * kBlock, runs[i].blocks * kBlock,
                               max_io_bytes, out_mask, &n);
+        failed_at[w] = runs[i].dst;
         moved += n;
       }
     });
@@ -115,8 +119,10 @@ Status CopyDifferingBlocks(const CopyEnd& src, const std::vector<CopyEnd>& dsts,
     for (const Status& s : failed) {
       if (IsFenced(s)) return s;
     }
-    for (const Status& s : failed) {
-      if (!s.ok()) return s;
+    for (size_t w = 0; w < failed.size(); ++w) {
+      if (failed[w].ok()) continue;
+      if (failed_dst && failed[w].code() == Status::Code::kAborted) *failed_dst = failed_at[w];
+      return failed[w];
     }
   }
   return Status::Ok();

@@ -64,10 +64,11 @@ Status CopyRange(const CopyEnd& src, const CopyEnd& dst, uint64_t epoch, uint64_
 // Makes every `dsts` replica hold `src`'s blocks in [offset, offset + length) (block-aligned),
 // copying only the blocks whose checksums differ, in runs of at most `max_io_bytes`. For the
 // reconciliation after an owner's crash, where an unstable region usually differs in a few blocks
-// (those in flight) if at all. Adds the bytes moved to *copied. Errors as CopyRange's.
+// (those in flight) if at all. Adds the bytes moved to *copied. Errors as CopyRange's; on ABORTED
+// (a destination failed) *failed_dst, if given, is that destination's index in `dsts`.
 Status CopyDifferingBlocks(const CopyEnd& src, const std::vector<CopyEnd>& dsts, uint64_t epoch,
                            uint64_t offset, uint64_t length, uint32_t max_io_bytes, uint32_t out_mask,
-                           uint64_t* copied);
+                           uint64_t* copied, size_t* failed_dst = nullptr);
 
 // One resync of replica `p` of `volume`; the volume's resync_progress() shows it while it runs.
 class ResyncJob {

@@ -368,6 +368,13 @@ class ReplicatedHandler final : public QueueHandler {
 
   void StartRead(uint16_t tag) {
     Slot& s = slots_[tag];
+    // A region the open left to the background reconciliation: the library's read reconciles it
+    // first (a blocking copy, so not on this thread).
+    if (vol_->ReconcilePending(s.req.offset, s.req.length)) {
+      s.read_n = 0;
+      s.read_gone = 0;
+      return GoSlowRead(tag);
+    }
     size_t trusted = 0;
     Status failed;
     s.read_n = static_cast<uint8_t>(
@@ -506,7 +513,8 @@ class ReplicatedHandler final : public QueueHandler {
   }
 
   // Every replica a read tried failed, some because they restarted after a crash: once the
-  // library re-opened or marked them out, the read is retried on its unary path.
+  // library re-opened or marked them out, the read is retried on its unary path. Also a read of a
+  // region still to be reconciled (nothing tried yet).
   void GoSlowRead(uint16_t tag) {
     Slot& s = slots_[tag];
     s.state = State::kSlow;
@@ -756,6 +764,7 @@ Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
   vo.rpc_timeout = options.rpc_timeout;
   vo.quorum_wait = std::chrono::milliseconds(config.retry_deadline_ms);
   vo.resync_probe_interval = options.resync_probe_interval;
+  vo.reconcile_in_background = options.reconcile_in_background;
   std::unique_ptr<ReplicatedVolume> vol;
   Status s = ReplicatedVolume::Open(addrs, vo, &vol);
   if (!s.ok()) return Prefixed(s, "open replicated volume '" + config.volume + "': ");
@@ -770,9 +779,11 @@ Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
   for (size_t i = 0; i < states.size() && i < set.size(); ++i) {
     st += (i ? " " : "") + set[i].target + "=" + replication::ReplicaStateName(states[i]);
   }
-  spdlog::info("volume '{}' opened on {} replicas at epoch {} as {} ({} regions reconciled): {}",
-               config.volume, states.size(), t->volume_->epoch(), vo.client_id,
-               t->volume_->open_stats().reconciled_regions, st);
+  const replication::OpenStats& os = t->volume_->open_stats();
+  spdlog::info("volume '{}' opened on {} replicas at epoch {} as {} ({} regions reconciled, {} left to the "
+               "background): {}",
+               config.volume, states.size(), t->volume_->epoch(), vo.client_id, os.reconciled_regions,
+               os.deferred_regions, st);
   t->watcher_ = std::thread([p = t.get()] { p->WatchLoop(); });
   *out = std::move(t);
   return Status::Ok();

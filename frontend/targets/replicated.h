@@ -40,6 +40,9 @@ struct ReplicatedTargetOptions {
   // Interval of the library's prober that re-opens and resyncs out replicas.
   std::chrono::milliseconds resync_probe_interval{2000};
   std::chrono::milliseconds rpc_timeout{5000};  // per replica per attempt (--replica-timeout in the design)
+  // The open returns before the previous owner's unstable regions are reconciled (I/O is frozen
+  // while a device opens; the library reconciles them while I/O goes on, a read of one first).
+  bool reconcile_in_background = true;
 };
 
 class ReplicatedTarget : public Target {

@@ -453,6 +453,70 @@ TEST_F(ResyncTest, OwnerKilledMidWriteNextOpenReconciles) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty());
 }
 
+// The same crash with the reconciliation in the background (what a device's open does): the open
+// returns before the unstable regions are made equal, and I/O goes on meanwhile. Replica 0, the
+// source, holds an unacknowledged write in 48 regions that the others lack. Reads issued at once,
+// last region first (the background pass goes first to last), must each wait for their region:
+// a read served before would come from whichever replica answers fastest, and the replicas would
+// then agree on something else than it returned. A write to a pending region must survive the
+// pass. In the end every replica is identical and the unstable sets are empty.
+TEST_F(ResyncTest, BackgroundReconciliationReadsWaitForTheirRegionWritesSurvive) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe-1"), &vol).ok());
+  const uint64_t rb = vol->region_bytes() / 4096;  // blocks per region
+  constexpr uint64_t kRegions = 48;
+  ASSERT_TRUE(vol->Write(0, Pattern(0, 1)).ok());
+  ASSERT_TRUE(vol->Flush().ok());
+  backend::IoClient io0(targets_[0]);
+  for (uint64_t r = 1; r <= kRegions; ++r) {
+    // Acknowledged on every replica but never flushed (the region is unstable everywhere)...
+    ASSERT_TRUE(vol->Write(r * rb * 4096, Pattern(r * rb, 1)).ok());
+    // ...and then a write the owner sent to replica 0 only before it died.
+    ASSERT_TRUE(io0.Write(replicas_[0].volume_id, vol->epoch(), (r * rb + 1) * 4096, Pattern(r * rb + 1, 9)).ok());
+  }
+  vol.reset();
+  ASSERT_NE(Checksums(0, "rvol"), Checksums(1, "rvol")) << "the setup must leave replicas apart";
+
+  ReplicatedVolumeOptions opts = Opts("fe-2");
+  opts.reconcile_in_background = true;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, opts, &vol).ok());
+  EXPECT_EQ(vol->open_stats().reconciled_regions, 0u);
+  EXPECT_EQ(vol->open_stats().deferred_regions, kRegions);
+  EXPECT_GT(vol->reconcile_left(), 0u) << "the open reconciled before returning";
+  // A write to the last region while it is still pending: its blocks are equal everywhere after.
+  const uint64_t wb = kRegions * rb + 2;
+  ASSERT_TRUE(vol->Write(wb * 4096, Pattern(wb, 5)).ok());
+  std::map<uint64_t, std::string> seen;
+  for (uint64_t r = kRegions; r >= 1; --r) {
+    for (uint64_t b : {r * rb, r * rb + 1}) {
+      ASSERT_TRUE(vol->Read(b * 4096, 4096, &seen[b]).ok()) << "block " << b;
+    }
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until &&
+         (vol->reconcile_left() > 0 || Regions(0, "rvol", kUnstableSetIndex).size() > 1))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(vol->reconcile_left(), 0u);
+  std::map<uint64_t, std::string> want;
+  want[0] = Pattern(0, 1);
+  want[wb] = Pattern(wb, 5);
+  for (uint64_t r = 1; r <= kRegions; ++r) {
+    want[r * rb] = Pattern(r * rb, 1);
+    want[r * rb + 1] = Pattern(r * rb + 1, 9);  // the source's version
+  }
+  for (const auto& [b, data] : seen) {
+    EXPECT_EQ(data, want[b]) << "block " << b << ": a read returned what the replicas no longer hold";
+  }
+  ExpectAllEqual(want);
+  // Every deferred region left the unstable sets except the one written since the open, which
+  // goes with the next flush.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Regions(i, "rvol", kUnstableSetIndex), std::vector<uint64_t>{kRegions}) << "replica " << i;
+  }
+  ASSERT_TRUE(vol->Flush().ok());
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i;
+}
+
 // Owner A acknowledges writes it never flushes and dies (no flush, no close). Before the next
 // owner opens, replica 0 — the first healthy replica, the reconciliation's default source — is
 // kill -9'd and restarted on its data directory: it lost those writes, and no owner held the
