@@ -249,14 +249,18 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   // Every out replica's PeerSet gets the unstable regions before the metadata says it is out.
   std::vector<uint64_t> unstable;
   {
+    std::vector<std::vector<uint64_t>> regions(healthy.size());
+    std::vector<Status> got(healthy.size());
+    ForEachParallel(healthy.size(), [&](size_t k) {
+      const Replica& r = *v->replicas_[healthy[k]];
+      got[k] = r.rpc->GetRegions(r.volume_id, kUnstableSetIndex, &regions[k], nullptr);
+    });
     std::set<uint64_t> u;
-    for (size_t h : healthy) {
-      std::vector<uint64_t> regions;
-      s = v->replicas_[h]->rpc->GetRegions(v->replicas_[h]->volume_id, kUnstableSetIndex, &regions,
-                                           nullptr);
-      if (!s.ok()) return Status::Unavailable("reconcile: unstable regions of " +
-                                              v->replicas_[h]->rpc->target() + ": " + s.ToString());
-      u.insert(regions.begin(), regions.end());
+    for (size_t k = 0; k < healthy.size(); ++k) {
+      if (!got[k].ok()) return Status::Unavailable("reconcile: unstable regions of " +
+                                                   v->replicas_[healthy[k]]->rpc->target() + ": " +
+                                                   got[k].ToString());
+      u.insert(regions[k].begin(), regions[k].end());
     }
     unstable.assign(u.begin(), u.end());
   }
