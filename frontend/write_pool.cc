@@ -8,11 +8,19 @@ Status WritePool::Init(size_t slots, size_t slot_bytes) {
   n_ = slots;
   refs_ = std::make_unique<std::atomic<int32_t>[]>(slots);
   cookies_ = std::make_unique<CookieT[]>(slots);
+  pending_.assign(slots, -1);
   for (size_t i = 0; i < slots; ++i) {
     refs_[i].store(0, std::memory_order_relaxed);
     cookies_[i] = {this, static_cast<int>(i)};
   }
   return Status::Ok();
+}
+
+uint8_t* WritePool::ReservePending(uint16_t tag, uint32_t length) {
+  if (length > slot_bytes()) return nullptr;
+  const int slot = Acquire();
+  pending_[tag] = slot;
+  return slot < 0 ? nullptr : data(slot);
 }
 
 int WritePool::Acquire() {

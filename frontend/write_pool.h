@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "frontend/buffer_pool.h"
@@ -21,6 +23,11 @@ class WritePool {
 
   // A free slot with one reference (the request's), or -1 when every slot is busy.
   int Acquire();
+  // The NEED_GET_DATA hand-off, per tag (< slots): a slot for the tag's write of `length` bytes,
+  // kept for its Submit; nullptr (the write then lands in the tag's own buffer) when it is too
+  // long or every slot is busy. TakePending: that slot, now the request's reference, or -1.
+  uint8_t* ReservePending(uint16_t tag, uint32_t length);
+  int TakePending(uint16_t tag) { return std::exchange(pending_[tag], -1); }
   uint8_t* data(int slot) const { return buffers_.at(static_cast<size_t>(slot)); }
   size_t slot_bytes() const { return buffers_.size(); }
   void Ref(int slot) { refs_[slot].fetch_add(1, std::memory_order_relaxed); }
@@ -40,6 +47,7 @@ class WritePool {
   IoBuffers buffers_;
   std::unique_ptr<std::atomic<int32_t>[]> refs_;
   std::unique_ptr<CookieT[]> cookies_;
+  std::vector<int> pending_;  // per tag: the slot ReservePending kept for it
   size_t n_ = 0;
   size_t cursor_ = 0;
 };

@@ -45,7 +45,7 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
  public:
   RemoteHandler(QueueContext* ctx, RemoteTarget* target, std::shared_ptr<RemoteStats> stats)
       : ctx_(ctx), target_(target), stats_(std::move(stats)), depth_(ctx->depth()), slots_(depth_),
-        write_slot_(depth_, -1), batch_(2 * depth_) {
+        batch_(2 * depth_) {
     batch_left_.assign(depth_ + 1u, 0);
     pending_.reserve(depth_);
   }
@@ -60,21 +60,12 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
     return Status::Ok();
   }
 
-  uint8_t* WriteBuffer(uint16_t tag, uint32_t length) override {
-    if (length > pool_.slot_bytes()) return nullptr;
-    int slot = pool_.Acquire();
-    write_slot_[tag] = slot;
-    return slot < 0 ? nullptr : pool_.data(slot);
-  }
+  uint8_t* WriteBuffer(uint16_t tag, uint32_t length) override { return pool_.ReservePending(tag, length); }
 
   void Submit(const IoRequest& req) override {
     Slot& s = slots_[req.tag];
     s.req = req;
-    s.pool_slot = -1;
-    if (req.op == UBLK_IO_OP_WRITE) {
-      s.pool_slot = write_slot_[req.tag];
-      write_slot_[req.tag] = -1;
-    }
+    s.pool_slot = req.op == UBLK_IO_OP_WRITE ? pool_.TakePending(req.tag) : -1;
     // The wire tag carries a per-tag sequence number, so a completion of an earlier request on this
     // tag (answered late, e.g. on a stream we already gave up on) can never finish a later one.
     s.seq = static_cast<uint16_t>(s.seq + 1);
@@ -402,7 +393,6 @@ class RemoteHandler final : public QueueHandler, public BlockStreamSink {
   std::shared_ptr<RemoteStats> stats_;
   const uint16_t depth_;
   std::vector<Slot> slots_;
-  std::vector<int> write_slot_;  // NEED_GET_DATA slot chosen for a tag's pending write
   std::vector<uint16_t> pending_;
   std::vector<uint16_t> retry_;
   static constexpr uint32_t kMaxBatchesInFlight = 2;

@@ -53,8 +53,7 @@ class ReplicatedHandler final : public QueueHandler {
  public:
   ReplicatedHandler(ReplicatedTarget* target, QueueContext* ctx)
       : target_(target), vol_(target->volume()), ctx_(ctx), depth_(ctx->depth()),
-        n_(vol_->replica_count()), slots_(new Slot[depth_]), write_slot_(depth_, -1),
-        batch_(4 * depth_) {
+        n_(vol_->replica_count()), slots_(new Slot[depth_]), batch_(4 * depth_) {
     for (size_t p = 0; p < n_; ++p) {
       sinks_[p].h = this;
       sinks_[p].replica = static_cast<uint8_t>(p);
@@ -74,21 +73,12 @@ class ReplicatedHandler final : public QueueHandler {
     return Status::Ok();
   }
 
-  uint8_t* WriteBuffer(uint16_t tag, uint32_t length) override {
-    if (length > pool_.slot_bytes()) return nullptr;
-    const int slot = pool_.Acquire();
-    write_slot_[tag] = slot;
-    return slot < 0 ? nullptr : pool_.data(slot);
-  }
+  uint8_t* WriteBuffer(uint16_t tag, uint32_t length) override { return pool_.ReservePending(tag, length); }
 
   void Submit(const IoRequest& req) override {
     Slot& s = slots_[req.tag];
     s.req = req;
-    s.pool_slot = -1;
-    if (req.op == UBLK_IO_OP_WRITE) {
-      s.pool_slot = write_slot_[req.tag];
-      write_slot_[req.tag] = -1;
-    }
+    s.pool_slot = req.op == UBLK_IO_OP_WRITE ? pool_.TakePending(req.tag) : -1;
     switch (req.op) {
       case UBLK_IO_OP_READ:
         return StartRead(req.tag);
@@ -634,7 +624,6 @@ class ReplicatedHandler final : public QueueHandler {
   const uint16_t depth_;
   const size_t n_;
   std::unique_ptr<Slot[]> slots_;
-  std::vector<int> write_slot_;  // NEED_GET_DATA slot chosen for a tag's pending write
   WritePool pool_;
   BatchBuilder batch_;
   StreamEvents events_;  // before links_: their streams report here until they are finished
