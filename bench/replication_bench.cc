@@ -41,6 +41,7 @@
 #include "backend/admin_client.h"
 #include "bench/measure.h"
 #include "frontend/completion_queue.h"
+#include "frontend/event_doorbell.h"
 #include "frontend/target.h"
 #include "frontend/targets/remote.h"
 #include "frontend/targets/replicated.h"
@@ -122,15 +123,30 @@ class Server {
 // ---------------------------------------------------------------- a queue thread without a kernel
 
 // Plays the frontend's queue thread for one handler, the way frontend/queue.cc does: the handler's
-// SQEs and the eventfd of the cross-thread completion queue on one io_uring, the thread asleep in
-// io_uring_submit_and_wait between rounds (never spinning: the servers share the CPUs).
+// SQEs and the eventfd of the cross-thread completion queue on one io_uring; while the handler has
+// requests out the thread waits on its stream events (read and handled here), which new work on
+// the ring interrupts through the doorbell, else asleep in io_uring_submit_and_wait (never
+// spinning: the servers share the CPUs).
 class BenchQueue final : public fe::QueueContext {
  public:
   explicit BenchQueue(uint16_t depth) : depth_(depth), cq_(2 * depth + 64) {
     io_uring_queue_init(256, &ring_, 0);
     PostEventfdRead();
   }
-  ~BenchQueue() override { io_uring_queue_exit(&ring_); }
+  ~BenchQueue() override {
+    doorbell_.Stop();
+    io_uring_queue_exit(&ring_);
+  }
+  // Once the handler exists: its stream events are waited on like the queue thread does.
+  void Attach(fe::QueueHandler* h) {
+    events_ = h->events();
+    if (events_) doorbell_.Start(&ring_, events_, "bench-bell");
+  }
+  // Before the handler stops: the doorbell thread must not wake its events any more.
+  void Detach() {
+    doorbell_.Stop();
+    events_ = nullptr;
+  }
 
   int queue_id() const override { return 0; }
   uint16_t depth() const override { return depth_; }
@@ -152,7 +168,12 @@ class BenchQueue final : public fe::QueueContext {
   std::vector<fe::Completion>& Round(fe::QueueHandler* h) {
     done_.clear();
     h->Flush();
-    io_uring_submit_and_wait(&ring_, 1);
+    if (events_ && h->AwaitsEvents()) {
+      io_uring_submit(&ring_);
+      doorbell_.Wait(cq_);
+    } else {
+      io_uring_submit_and_wait(&ring_, 1);
+    }
     io_uring_cqe* cqe;
     while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
       const uint64_t ud = cqe->user_data;
@@ -181,6 +202,8 @@ class BenchQueue final : public fe::QueueContext {
   fe::CompletionQueue cq_;
   uint64_t efd_value_ = 0;
   std::vector<fe::Completion> done_;
+  fe::HandlerEvents* events_ = nullptr;
+  fe::EventDoorbell doorbell_;
 };
 
 std::string RandomBlock(uint64_t seed, size_t n) {
@@ -340,8 +363,10 @@ Result RunTarget(const Config& cfg, fe::Target* target, uint64_t seed,
     spdlog::error("queue handler: {}", s.ToString());
     return {};
   }
+  q.Attach(h.get());
   Load load(h.get(), &q, cfg.depth, 4096);
   Result r = load.RandomWrites(target->size_bytes(), cfg.seconds, seed);
+  q.Detach();
   h->Stop();
   const double writes = r.iops * cfg.seconds;
   if (writes > 0) {
@@ -477,8 +502,10 @@ int RunResync(const Config& cfg, std::vector<std::unique_ptr<Server>>& servers) 
     std::unique_ptr<fe::QueueHandler> h;
     s = target->CreateQueueHandler(&q, &h);
     if (!s.ok()) return 2;
+    q.Attach(h.get());
     Load load(h.get(), &q, cfg.depth, kIo);
     const uint64_t failed = load.WriteAll(offsets);
+    q.Detach();
     h->Stop();
     if (failed) {
       std::printf("ERROR: %llu writes failed with a replica down\n",

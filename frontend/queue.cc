@@ -84,7 +84,7 @@ bool Queue::PollForEvent() {
 
 Queue::~Queue() {
   Join();
-  StopDoorbell();
+  doorbell_.Stop();
   handler_.reset();
   if (ring_ok_) io_uring_queue_exit(&ring_);
 }
@@ -137,7 +137,7 @@ Status Queue::Setup() {
   s = target_->CreateQueueHandler(this, &handler_);
   if (!s.ok()) return s;
   events_ = handler_->events();
-  if (events_) StartDoorbell();
+  if (events_) doorbell_.Start(&ring_, events_, "unbd-bell" + std::to_string(q_));
   ArmEventfd();
   CalibratePolling();
   return Status::Ok();
@@ -200,7 +200,7 @@ void Queue::Run(std::promise<Status> prepared) {
   if (serve) {
     Loop();
   } else if (handler_) {
-    StopDoorbell();
+    doorbell_.Stop();
     handler_->Stop();  // e.g. connected streams of a recovery that gave up
   }
   finished_.store(true, std::memory_order_release);
@@ -253,7 +253,8 @@ void Queue::Loop() {
     const bool polled = !await && busy && poll_max_spins_ > 0 && PollForEvent();
     if (await) {
       io_uring_submit(&ring_);
-      WaitForHandlerEvents();
+      // Its answers are read and handled on this thread; new work on the ring ends the wait.
+      doorbell_.Wait(completions_);
     } else if (polled) {
       handler_->Flush();  // completions drained while polling may have queued sends
       io_uring_submit(&ring_);
@@ -273,7 +274,7 @@ void Queue::Loop() {
     io_uring_cq_advance(&ring_, n);
     busy = n > 0 || polled;
   }
-  StopDoorbell();
+  doorbell_.Stop();
   handler_->Stop();
   spdlog::info("queue {}: all {} tags aborted, thread exits; {} requests, {} NEED_GET_DATA, {} of {} buffers "
                "registered, {} target I/Os on registered buffers",
@@ -281,53 +282,6 @@ void Queue::Loop() {
                fixed_tags_.load(std::memory_order_acquire), depth_, stats_.fixed_buffer_ios.load());
 }
 
-void Queue::StartDoorbell() {
-  doorbell_fd_ = eventfd(0, EFD_CLOEXEC);
-  int r = doorbell_fd_ < 0 ? -errno : io_uring_register_eventfd(&ring_, doorbell_fd_);
-  if (r < 0) {
-    // Waits then end by their timeout only (see WaitForHandlerEvents): slower, still correct.
-    spdlog::warn("queue {}: no doorbell for the target's events: {}", q_, std::strerror(-r));
-    if (doorbell_fd_ >= 0) close(doorbell_fd_);
-    doorbell_fd_ = -1;
-    return;
-  }
-  io_uring_cq_eventfd_toggle(&ring_, false);  // signalled only while waiting on the handler
-  doorbell_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), ("unbd-bell" + std::to_string(q_)).c_str());
-    uint64_t v;
-    while (read(doorbell_fd_, &v, sizeof(v)) > 0 || errno == EINTR) {
-      if (doorbell_stop_.load(std::memory_order_acquire)) break;
-      events_->Wake();
-    }
-  });
-}
-
-void Queue::StopDoorbell() {
-  if (!doorbell_.joinable()) return;
-  doorbell_stop_.store(true, std::memory_order_release);
-  uint64_t one = 1;
-  if (write(doorbell_fd_, &one, sizeof(one)) < 0) spdlog::error("queue {}: doorbell: {}", q_, std::strerror(errno));
-  doorbell_.join();
-  io_uring_unregister_eventfd(&ring_);
-  close(doorbell_fd_);
-  doorbell_fd_ = -1;
-}
-
-// The handler has requests out: wait for their answers on its event source, where they are read
-// and handled by this thread, until the ring has something (the doorbell ends the wait).
-void Queue::WaitForHandlerEvents() {
-  // A lost doorbell (the kernel may read the flag before our store lands) costs at most this.
-  constexpr auto kMaxWait = std::chrono::milliseconds(10);
-  constexpr auto kWaitWithoutDoorbell = std::chrono::microseconds(200);
-  if (doorbell_fd_ < 0) {
-    if (io_uring_cq_ready(&ring_) == 0 && !completions_.HasPending()) events_->Wait(kWaitWithoutDoorbell);
-    return;
-  }
-  io_uring_cq_eventfd_toggle(&ring_, true);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (io_uring_cq_ready(&ring_) == 0 && !completions_.HasPending()) events_->Wait(kMaxWait);
-  io_uring_cq_eventfd_toggle(&ring_, false);
-}
 
 void Queue::HandleCqe(const io_uring_cqe* cqe) {
   const uint64_t ud = cqe->user_data;

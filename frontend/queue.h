@@ -24,6 +24,7 @@
 #include "frontend/buffer_pool.h"
 #include "frontend/completion_queue.h"
 #include "frontend/device.h"
+#include "frontend/event_doorbell.h"
 #include "frontend/target.h"
 
 namespace unbd::frontend {
@@ -80,9 +81,6 @@ class Queue final : public QueueContext {
   void DrainCompletions();  // hands every cross-thread completion to the handler
   bool PollForEvent();
   void CalibratePolling();
-  void StartDoorbell();
-  void StopDoorbell();
-  void WaitForHandlerEvents();
 
   const int q_;
   const ublksrv_ctrl_dev_info info_;
@@ -111,12 +109,9 @@ class Queue final : public QueueContext {
   uint64_t poll_max_spins_ = 0;  // spin iterations that take about poll_us_ (calibrated at Setup)
   uint64_t poll_window_ = 0;     // the current window, poll_max_spins_ / 16 .. poll_max_spins_
   uint64_t poll_rounds_ = 0;
-  // The handler's own event source and the doorbell that interrupts a wait there: an eventfd the
-  // ring signals (only while the queue thread waits on the handler) and a thread reading it.
+  // The handler's own event source and the doorbell that interrupts a wait there.
   HandlerEvents* events_ = nullptr;
-  int doorbell_fd_ = -1;
-  std::atomic<bool> doorbell_stop_{false};
-  std::thread doorbell_;
+  EventDoorbell doorbell_;
 
   QueueStats stats_;
   std::promise<Device*> device_promise_;
