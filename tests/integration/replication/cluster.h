@@ -86,11 +86,15 @@ class Cluster : public ::testing::Test {
     v1::VolumeRef ref;
     ref.set_name(name);
     v1::Volume vol;
-    // As the replication code does it: this process's connection to a server restarted while no
-    // thread was polling gRPC may still look open and fail the first call ("Socket closed").
-    Status s = RetryUnlessRefused([&](bool wait_for_ready) {
-      return ReplicaRpc(targets_[i], std::chrono::seconds(10)).Stat(ref, &vol, wait_for_ready);
-    });
+    // The server is up: wait for the connection. This process's channels to a server restarted
+    // moments ago can still be in their reconnect backoff, where a call that does not wait fails
+    // at once with the last attempt's error ("Connection refused"); and the old connection may
+    // still look open and fail the first call ("Socket closed"): once more then.
+    Status s;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      s = ReplicaRpc(targets_[i], std::chrono::seconds(10)).Stat(ref, &vol, /*wait_for_ready=*/true);
+      if (s.code() != Status::Code::kUnavailable) break;
+    }
     EXPECT_TRUE(s.ok()) << targets_[i] << ": " << s.ToString();
     return vol;
   }
