@@ -355,8 +355,8 @@ fe::DeviceConfig DeviceConfigFor(const Config& cfg, const std::string& volume) {
 
 // Waits until the servers are idle (under 5 % of a core for 200 ms, at most 60 s): a run leaves
 // RocksDB flushes and compactions of its writes behind, and the next run would be charged their
-// CPU and lose it. Returns the seconds waited.
-double SettleServers(const std::vector<std::unique_ptr<Server>>& servers) {
+// CPU and lose it.
+void SettleServers(const std::vector<std::unique_ptr<Server>>& servers) {
   const auto start = Clock::now();
   double before = ServersCpuSeconds(servers);
   while (Clock::now() - start < std::chrono::seconds(60)) {
@@ -365,7 +365,6 @@ double SettleServers(const std::vector<std::unique_ptr<Server>>& servers) {
     if (now - before < 0.01) break;
     before = now;
   }
-  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 Result RunTarget(const Config& cfg, fe::Target* target, uint64_t seed,

@@ -464,8 +464,7 @@ void ReplicatedVolume::DeferReconcile(size_t source, const std::vector<uint64_t>
 
 bool ReplicatedVolume::ReconcilePending(uint64_t offset, uint64_t length) const {
   if (reconcile_left_.load(std::memory_order_acquire) == 0) return false;
-  const uint64_t first = offset / region_bytes_;
-  const uint64_t last = (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_;
+  const auto [first, last] = RegionsOf(offset, length);
   std::lock_guard lock(reconcile_mu_);
   auto it = reconcile_pending_.lower_bound(first);
   return it != reconcile_pending_.end() && *it <= last;
@@ -476,8 +475,7 @@ Status ReplicatedVolume::ReconcileBeforeRead(uint64_t offset, uint64_t length) {
   reconcile_readers_.fetch_add(1);
   std::unique_lock run(reconcile_run_mu_);
   reconcile_readers_.fetch_sub(1);
-  const uint64_t first = offset / region_bytes_;
-  const uint64_t last = (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_;
+  const auto [first, last] = RegionsOf(offset, length);
   for (uint64_t r = first; r <= last; ++r) {
     bool pending;
     {
@@ -510,10 +508,9 @@ Status ReplicatedVolume::ReconcileRegion(uint64_t r) {
     // read of this region has been served yet, so any healthy copy will do).
     uint8_t order[kMaxReplicas];
     const size_t n = ReadableSources(order);
-    source = n > 0 ? order[0] : reconcile_source_;
-    for (size_t k = 0; k < n; ++k) {
-      if (order[k] == reconcile_source_ && !replicas_[order[k]]->suspect) source = reconcile_source_;
-    }
+    const bool keep = std::find(order, order + n, reconcile_source_) != order + n &&
+                      !replicas_[reconcile_source_]->suspect;
+    source = keep || n == 0 ? reconcile_source_ : order[0];
     reconcile_source_ = source;
     for (size_t i = 0; i < replicas_.size(); ++i) {
       const Replica& rep = *replicas_[i];
@@ -990,8 +987,9 @@ FanOutStart ReplicatedVolume::BeginFanOut(FanOutOp op, uint64_t offset, uint64_t
   t->offset = offset;
   t->length = length;
   t->fua = fua;
-  t->first_region = is_write ? offset / region_bytes_ : UINT64_MAX;
-  t->last_region = is_write ? (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_ : 0;
+  const auto [first, last] = RegionsOf(offset, length);
+  t->first_region = is_write ? first : UINT64_MAX;
+  t->last_region = is_write ? last : 0;
   t->wait_mask = t->rebuild_mask = t->out_mask = 0;
   t->flush_candidates.clear();
   t->lane = static_cast<uint8_t>(queue % kLanes);

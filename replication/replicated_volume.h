@@ -27,6 +27,7 @@
 // overlap (the block layer's rule).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -38,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -286,6 +288,10 @@ class ReplicatedVolume {
   std::vector<size_t> HealthySourcesFirst() const;     // caller holds mu_: trusted ones first
   // Caller holds mu_: of those, the ones to read, into order[kMaxReplicas]; returns how many.
   size_t ReadableSources(uint8_t* order) const;
+  // The first and last region [offset, offset + length) touches (a zero length: its offset's).
+  std::pair<uint64_t, uint64_t> RegionsOf(uint64_t offset, uint64_t length) const {
+    return {offset / region_bytes_, (offset + std::max<uint64_t>(length, 1) - 1) / region_bytes_};
+  }
   // Marks suspect replicas out while the rest stay a healthy majority (ResyncOut then heals them).
   void RetireSuspects();
   void ProbeLoop();
