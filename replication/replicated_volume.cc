@@ -310,7 +310,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   if (deferred) {
     v->DeferReconcile(source, unstable);
   } else {
-    s = v->Reconcile(healthy, source, unstable);
+    s = v->Reconcile(source, unstable);
     if (!s.ok()) return s;
   }
   if (!restarted.empty()) {
@@ -383,18 +383,13 @@ Status ReplicatedVolume::GrowSmallerCopies(const QuorumOpenResult& open,
   return Status::Ok();
 }
 
-Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t source,
-                                   const std::vector<uint64_t>& unstable) {
+Status ReplicatedVolume::Reconcile(size_t source, const std::vector<uint64_t>& unstable) {
   // Any version of an unstable region is acceptable (none was flushed and acknowledged on only
   // some replicas); what matters is that every replica returns the same one: copy the source's.
-  uint32_t out_mask = 0;
-  for (size_t i = 0; i < replicas_.size(); ++i) {
-    if (replicas_[i]->state == ReplicaState::kOut) out_mask |= 1u << i;
-  }
-  Replica& src = *replicas_[source];
-  std::vector<CopyEnd> dsts;
-  for (size_t h : healthy) {
-    if (h != source) dsts.push_back({replicas_[h]->rpc.get(), replicas_[h]->volume_id, replicas_[h]->generation});
+  ReconcileEnds ends;
+  {
+    std::lock_guard lock(mu_);
+    ends = ReconcileEndsFrom(source);
   }
   uint64_t copied = 0;
   // `unstable` is ascending: runs of adjacent regions go as one range (one checksum call each).
@@ -407,37 +402,73 @@ Status ReplicatedVolume::Reconcile(const std::vector<size_t>& healthy, size_t so
     i = j;
     if (off >= end) continue;
     // Usually only the blocks that were in flight differ: compare checksums, copy those.
-    Status s = CopyDifferingBlocks({src.rpc.get(), src.volume_id, src.generation}, dsts, epoch_, off, end - off,
-                                   max_io_bytes_, out_mask, &copied);
+    Status s = CopyDifferingBlocks(ends.src, ends.dsts, epoch_, off, end - off, max_io_bytes_, ends.out_mask,
+                                   &copied);
     // A racing opener won meanwhile: fenced, so the caller does not retry in a new round (that
     // would fence the winner), and not a replica failure.
     if (IsFenced(s)) return s;
     if (!s.ok()) return Status::Unavailable("reconcile regions from " + std::to_string(first_region) + " from " +
-                                            src.rpc->target() + ": " + s.ToString());
+                                            ends.src.rpc->target() + ": " + s.ToString());
   }
-  std::vector<Status> results(healthy.size());
-  ForEachParallel(healthy.size(), [&](size_t k) {
-    Replica& r = *replicas_[healthy[k]];
-    results[k] = r.rpc->Flush(r.volume_id, epoch_, r.generation);
-    if (results[k].ok())
-      results[k] = r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSetIndex, {}, true);
-  });
-  for (size_t k = 0; k < healthy.size(); ++k) {
-    // A racing opener won meanwhile: fenced, not a replica failure.
-    if (IsFenced(results[k])) return results[k];
-    if (!results[k].ok()) {
-      return Status::Unavailable("reconcile: flush/clear on " +
-                                 replicas_[healthy[k]]->rpc->target() + ": " +
-                                 results[k].ToString());
-    }
-  }
+  Status s = FlushHealthy(
+      [&](const CopyEnd& r) { return r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSetIndex, {}, true); },
+      nullptr);
+  if (!s.ok()) return IsFenced(s) ? s : Status::Unavailable("reconcile: " + s.message());
   open_stats_.reconciled_regions = unstable.size();
   open_stats_.reconciled_bytes = copied;
   if (!unstable.empty()) {
     spdlog::info("volume \"{}\" epoch {}: reconciled {} unstable regions from {}: {} bytes differed", name_,
-                 epoch_, unstable.size(), src.rpc->target(), copied);
+                 epoch_, unstable.size(), ends.src.rpc->target(), copied);
   }
   return Status::Ok();
+}
+
+ReplicatedVolume::ReconcileEnds ReplicatedVolume::ReconcileEndsFrom(size_t source) const {
+  ReconcileEnds ends;
+  uint8_t order[kMaxReplicas];
+  ends.readable = ReadableSources(order);
+  // A read of a region not reconciled yet has not been served, so any healthy copy will do when
+  // `source` cannot be read from.
+  const bool keep = std::find(order, order + ends.readable, source) != order + ends.readable &&
+                    !replicas_[source]->suspect;
+  ends.source = keep || ends.readable == 0 ? source : order[0];
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    const Replica& rep = *replicas_[i];
+    if (rep.state == ReplicaState::kOut) ends.out_mask |= 1u << i;
+    if (rep.state != ReplicaState::kHealthy) continue;
+    if (i == ends.source) {
+      ends.src = {rep.rpc.get(), rep.volume_id, rep.generation};
+    } else {
+      ends.dsts.push_back({rep.rpc.get(), rep.volume_id, rep.generation});
+      ends.dst_index.push_back(i);
+    }
+  }
+  return ends;
+}
+
+Status ReplicatedVolume::FlushHealthy(const std::function<Status(const CopyEnd&)>& after,
+                                      std::vector<size_t>* failed) {
+  std::vector<size_t> index;
+  std::vector<CopyEnd> healthy;
+  {
+    std::lock_guard lock(mu_);
+    index = IndicesIn(ReplicaState::kHealthy);
+    for (size_t i : index) healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
+  }
+  std::vector<Status> results(healthy.size());
+  ForEachParallel(healthy.size(), [&](size_t k) {
+    results[k] = healthy[k].rpc->Flush(healthy[k].volume_id, epoch_, healthy[k].generation);
+    if (results[k].ok() && after) results[k] = after(healthy[k]);
+  });
+  std::string errors;
+  for (size_t k = 0; k < healthy.size(); ++k) {
+    // A racing opener won meanwhile: fenced, not a replica failure.
+    if (IsFenced(results[k])) return results[k];
+    if (results[k].ok()) continue;
+    errors += (errors.empty() ? "" : "; ") + healthy[k].rpc->target() + ": " + results[k].ToString();
+    if (failed) failed->push_back(index[k]);
+  }
+  return errors.empty() ? Status::Ok() : Status::Unavailable("flush: " + errors);
 }
 
 ReplicatedVolume::~ReplicatedVolume() {
@@ -495,44 +526,23 @@ Status ReplicatedVolume::ReconcileRegion(uint64_t r) {
   // Writes to the region wait while it is compared and copied; those that ended before went to
   // every healthy replica, so their blocks compare equal and are not copied over.
   locks_.Lock(r);
-  CopyEnd src{};
-  size_t source = 0;
-  std::vector<CopyEnd> dsts;
-  std::vector<size_t> dst_index;
-  uint32_t out_mask = 0;
+  ReconcileEnds ends;
   Status fenced;
   {
     std::lock_guard lock(mu_);
     fenced = fenced_;
-    // The open's source while it can be read from; else the replica a read would use first (no
-    // read of this region has been served yet, so any healthy copy will do).
-    uint8_t order[kMaxReplicas];
-    const size_t n = ReadableSources(order);
-    const bool keep = std::find(order, order + n, reconcile_source_) != order + n &&
-                      !replicas_[reconcile_source_]->suspect;
-    source = keep || n == 0 ? reconcile_source_ : order[0];
-    reconcile_source_ = source;
-    for (size_t i = 0; i < replicas_.size(); ++i) {
-      const Replica& rep = *replicas_[i];
-      if (rep.state == ReplicaState::kOut) out_mask |= 1u << i;
-      if (rep.state != ReplicaState::kHealthy) continue;
-      if (i == source) {
-        src = {rep.rpc.get(), rep.volume_id, rep.generation};
-      } else {
-        dsts.push_back({rep.rpc.get(), rep.volume_id, rep.generation});
-        dst_index.push_back(i);
-      }
-    }
-    if (fenced.ok() && n == 0) fenced = Status::Unavailable("no healthy replica");
+    ends = ReconcileEndsFrom(reconcile_source_);
+    reconcile_source_ = ends.source;
+    if (fenced.ok() && ends.readable == 0) fenced = Status::Unavailable("no healthy replica");
   }
   if (!fenced.ok()) {
     locks_.Unlock(r);
     return fenced;
   }
   uint64_t copied = 0;
-  size_t failed_dst = dsts.size();
-  Status s = off < end ? CopyDifferingBlocks(src, dsts, epoch_, off, end - off, max_io_bytes_, out_mask,
-                                             &copied, &failed_dst)
+  size_t failed_dst = ends.dsts.size();
+  Status s = off < end ? CopyDifferingBlocks(ends.src, ends.dsts, epoch_, off, end - off, max_io_bytes_,
+                                             ends.out_mask, &copied, &failed_dst)
                        : Status::Ok();
   locks_.Unlock(r);
   if (s.ok()) {
@@ -550,9 +560,9 @@ Status ReplicatedVolume::ReconcileRegion(uint64_t r) {
   }
   // Like a failed write: the replica that failed goes out (the region lands in its PeerSet) and
   // the region is retried on the others.
-  const size_t bad = s.code() == Status::Code::kAborted && failed_dst < dst_index.size()
-                         ? dst_index[failed_dst]
-                         : source;
+  const size_t bad = s.code() == Status::Code::kAborted && failed_dst < ends.dst_index.size()
+                         ? ends.dst_index[failed_dst]
+                         : ends.source;
   const std::string why = "reconciling region " + std::to_string(r) + ": " + s.ToString();
   Status m = MarkOut({bad}, r, r, why);
   if (IsFenced(m)) {
@@ -566,6 +576,14 @@ Status ReplicatedVolume::ReconcileRegion(uint64_t r) {
 void ReplicatedVolume::ReconcileLoop() {
   const auto started = std::chrono::steady_clock::now();
   int failures = 0;
+  // A failed step is retried (a replica that failed it was marked out, or no majority is left to
+  // mark it out, which only time can change), less often the longer it keeps failing.
+  const auto back_off = [&](const Status& s) {
+    if (failures++ % 10 == 0) spdlog::warn("{} (retrying)", s.ToString());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(100 * failures, 1000));
+    while (!stop_ && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
   while (!stop_ && fenced().ok()) {
     // A read waiting for its region goes first.
     while (reconcile_readers_.load() > 0 && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -583,15 +601,39 @@ void ReplicatedVolume::ReconcileLoop() {
     }
     run.unlock();
     if (IsFenced(s)) return;  // the incarnation failed: nothing is served any more
-    if (failures++ % 10 == 0) spdlog::warn("{} (retrying)", s.ToString());
-    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(100 * failures, 1000));
-    while (!stop_ && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    back_off(s);
   }
-  if (!stop_ && fenced().ok()) FinishReconcile(started);
+  if (options_.before_reconcile_flush && !stop_) options_.before_reconcile_flush();
+  failures = 0;
+  while (!stop_ && fenced().ok()) {
+    Status s = FinishReconcile(started);
+    if (s.ok() || IsFenced(s)) return;
+    back_off(s);
+  }
 }
 
-void ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point started) {
+Status ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point started) {
+  // The copies, and the last owner's acknowledged writes, durable on every healthy replica before
+  // their regions may leave the unstable sets.
+  for (;;) {
+    std::vector<size_t> failed;
+    Status flushed = FlushHealthy(nullptr, &failed);
+    if (flushed.ok()) break;
+    if (IsFenced(flushed)) {
+      FailIncarnation(flushed);
+      return flushed;
+    }
+    // Like a failed FLUSH: out it goes (the regions are still pinned, so its PeerSet gets them),
+    // and the others are flushed once more.
+    const std::string why = "volume \"" + name_ + "\" epoch " + std::to_string(epoch_) +
+                            ": flush after the background reconciliation: " + flushed.message();
+    Status m = MarkOut(failed, UINT64_MAX, 0, why);
+    if (IsFenced(m)) {
+      FailIncarnation(m);
+      return m;
+    }
+    if (!m.ok()) return Status::Unavailable(why + " (mark-out: " + m.message() + ")");
+  }
   std::vector<uint64_t> regions;
   std::vector<CopyEnd> healthy;
   {
@@ -599,20 +641,6 @@ void ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point sta
     regions.assign(deferred_unstable_.begin(), deferred_unstable_.end());
     for (size_t i : IndicesIn(ReplicaState::kHealthy))
       healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
-  }
-  // The copies, and the last owner's acknowledged writes, durable on every healthy replica before
-  // their regions may leave the unstable sets.
-  std::vector<Status> flushed(healthy.size());
-  ForEachParallel(healthy.size(), [&](size_t k) {
-    flushed[k] = healthy[k].rpc->Flush(healthy[k].volume_id, epoch_, healthy[k].generation);
-  });
-  for (size_t k = 0; k < healthy.size(); ++k) {
-    if (flushed[k].ok()) continue;
-    if (IsFenced(flushed[k])) return FailIncarnation(flushed[k]);
-    // Still pinned: a mark-out takes them along, and the next open reconciles them once more.
-    spdlog::warn("volume \"{}\" epoch {}: reconciled, but flushing {} failed: {}; the regions stay unstable",
-                 name_, epoch_, healthy[k].rpc->target(), flushed[k].ToString());
-    return;
   }
   // The regions no write touched since the open leave the unstable sets now (under their lock,
   // so none starts meanwhile); the written ones go with the flush that covers their writes.
@@ -645,6 +673,7 @@ void ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point sta
                "differed; {} cleared from the unstable sets{}",
                name_, epoch_, regions.size(), ms, reconciled_bytes_, cleared.ok() ? clear.size() : 0,
                cleared.ok() ? "" : " (clearing: " + cleared.ToString() + ")");
+  return Status::Ok();
 }
 
 std::vector<ReplicaState> ReplicatedVolume::states() const {

@@ -31,6 +31,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -93,6 +94,8 @@ struct ReplicatedVolumeOptions {
   // healthy replica restarted since the last owner (then the reconciliation fixes lost writes,
   // and nothing may read that replica first). For a device, whose I/O is frozen during its open.
   bool reconcile_in_background = false;
+  // Tests: runs on the background pass's thread once every region is copied, before its flush.
+  std::function<void()> before_reconcile_flush = nullptr;
 };
 
 struct OpenStats {
@@ -242,8 +245,22 @@ class ReplicatedVolume {
   Status GrowSmallerCopies(const QuorumOpenResult& open, const v1::ReplicaSetMeta& adopted,
                            std::vector<size_t>* healthy, std::vector<size_t>* outs,
                            std::vector<size_t>* restarted);
-  Status Reconcile(const std::vector<size_t>& healthy, size_t source,
-                   const std::vector<uint64_t>& unstable);
+  Status Reconcile(size_t source, const std::vector<uint64_t>& unstable);
+  // A reconciliation's copy: from the healthy replica `source` (or, when it cannot be read from
+  // any more, the one a read would use first) to the other healthy ones; `out_mask` puts what is
+  // copied in the out replicas' PeerSets. `readable` is 0 when no replica can be the source.
+  struct ReconcileEnds {
+    size_t source = 0;
+    CopyEnd src{};
+    std::vector<CopyEnd> dsts;
+    std::vector<size_t> dst_index;
+    uint32_t out_mask = 0;
+    size_t readable = 0;
+  };
+  ReconcileEnds ReconcileEndsFrom(size_t source) const;  // caller holds mu_
+  // Flushes every healthy replica, then runs `after` (if any) on each one that flushed. OK, or
+  // the fenced status, or UNAVAILABLE naming each replica that failed (their indices in *failed).
+  Status FlushHealthy(const std::function<Status(const CopyEnd&)>& after, std::vector<size_t>* failed);
   // The background reconciliation (reconcile_in_background) of `unstable` (deferred_unstable_).
   // Caller: Open, before any I/O.
   void DeferReconcile(size_t source, const std::vector<uint64_t>& unstable);
@@ -255,8 +272,9 @@ class ReplicatedVolume {
   // reconcile_run_mu_.
   Status ReconcileRegion(uint64_t r);
   // Every region reconciled: flush the healthy replicas, unpin the regions, clear the ones no
-  // write touched since the open from the unstable sets (the rest go with the next FLUSH).
-  void FinishReconcile(std::chrono::steady_clock::time_point started);
+  // write touched since the open from the unstable sets (the rest go with the next FLUSH). A
+  // replica whose flush fails is marked out; not OK when that is not possible now (retry).
+  Status FinishReconcile(std::chrono::steady_clock::time_point started);
   Status FanOut(FanOutOp op, uint64_t offset, uint64_t length, std::string_view data, bool fua);
   Status SendOne(const Target& t, FanOutOp op, uint64_t offset, uint64_t length, std::string_view data,
                  bool fua, uint32_t out_mask);

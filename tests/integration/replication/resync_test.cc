@@ -517,6 +517,59 @@ TEST_F(ResyncTest, BackgroundReconciliationReadsWaitForTheirRegionWritesSurvive)
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i;
 }
 
+// The background pass copied every region, then a replica dies before the pass's flush: that
+// replica is marked out like one that fails a FLUSH (its PeerSet on the survivors gets every
+// deferred region, since it may have lost the copies), the survivors are flushed and their
+// unstable sets cleared. Restarted, the replica is resynced from those marks, and every replica
+// ends identical.
+TEST_F(ResyncTest, ReplicaLostBeforeTheBackgroundPassFlushesIsMarkedOutAndResynced) {
+  std::unique_ptr<ReplicatedVolume> vol;
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe-1"), &vol).ok());
+  const uint64_t rb = vol->region_bytes() / 4096;  // blocks per region
+  constexpr uint64_t kRegions = 6;
+  std::map<uint64_t, std::string> want;
+  backend::IoClient io0(targets_[0]);
+  for (uint64_t r = 1; r <= kRegions; ++r) {
+    want[r * rb] = Pattern(r * rb, 1);
+    ASSERT_TRUE(vol->Write(r * rb * 4096, want[r * rb]).ok());  // acknowledged, never flushed
+    want[r * rb + 1] = Pattern(r * rb + 1, 9);                   // on replica 0 only
+    ASSERT_TRUE(io0.Write(replicas_[0].volume_id, vol->epoch(), (r * rb + 1) * 4096, want[r * rb + 1]).ok());
+  }
+  vol.reset();
+
+  ReplicatedVolumeOptions opts = Opts("fe-2");
+  opts.reconcile_in_background = true;
+  std::atomic<bool> killed{false};
+  opts.before_reconcile_flush = [&] {
+    Kill(2);
+    killed = true;
+  };
+  ASSERT_TRUE(ReplicatedVolume::Open(replicas_, opts, &vol).ok());
+  EXPECT_EQ(vol->open_stats().deferred_regions, kRegions);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until &&
+         (!killed || vol->states()[2] != ReplicaState::kOut || !Regions(0, "rvol", kUnstableSetIndex).empty()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(killed.load());
+  ASSERT_EQ(vol->states()[2], ReplicaState::kOut);
+  for (int i : {0, 1}) {
+    EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(2).state(), v1::REPLICA_OUT) << "replica " << i;
+    EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i << ": not cleared";
+    const auto peer = Regions(i, "rvol", PeerSetIndex(2));
+    for (uint64_t r = 1; r <= kRegions; ++r)
+      EXPECT_TRUE(std::binary_search(peer.begin(), peer.end(), r)) << "replica " << i << " region " << r;
+  }
+  for (const auto& [b, data] : want) {
+    std::string got;
+    ASSERT_TRUE(vol->Read(b * 4096, 4096, &got).ok());
+    EXPECT_EQ(got, data) << "block " << b;
+  }
+  Restart(2);
+  Status s = ResyncUntilHealthy(*vol);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ExpectAllEqual(want);
+}
+
 // Owner A acknowledges writes it never flushes and dies (no flush, no close). Before the next
 // owner opens, replica 0 — the first healthy replica, the reconciliation's default source — is
 // kill -9'd and restarted on its data directory: it lost those writes, and no owner held the
