@@ -48,9 +48,9 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
   }
 
   // Phase 1: learn the highest epoch a majority has promised. Safety does not depend on it (each
-  // replica refuses a lower epoch by itself); it makes the first proposal likely to win.
-  uint64_t epoch = options.epoch;
-  if (epoch == 0) {
+  // replica refuses a lower epoch by itself); it makes the first proposal likely to win. A caller
+  // that has just learned it (its lookup of the volume) saves the round.
+  const auto learn_epoch = [&](uint64_t* epoch) {
     ForEachParallel(n, [&](size_t i) {
       v1::VolumeRef ref;
       ref.set_id(replicas[i].volume_id);
@@ -71,29 +71,44 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
                                  std::to_string(n) + " replicas answered (need " +
                                  std::to_string(need) + "): " + Describe(replicas, out->replicas));
     }
-    epoch = MakeBallot(BallotRound(max_epoch) + 1, BallotTag(options.client_id));
+    *epoch = MakeBallot(BallotRound(max_epoch) + 1, BallotTag(options.client_id));
+    return Status::Ok();
+  };
+  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too:
+  // each one that promises is one fewer to bring back later. A promise is idempotent for the same
+  // client id, so the retry is safe. Returns how many refused it as fenced.
+  const auto promise = [&](uint64_t epoch) {
+    ForEachParallel(n, [&](size_t i) {
+      ReplicaOpenResult& r = out->replicas[i];
+      r.status = RetryUnlessRefused([&](bool wait) {
+        return rpcs[i]->Open(replicas[i].volume_id, epoch, options.client_id, &r.response, wait);
+      });
+    });
+    size_t fenced = 0;
+    out->accepted = 0;
+    for (const auto& r : out->replicas) {
+      out->accepted += r.status.ok();
+      fenced += r.status.code() == Status::Code::kFailedPrecondition;
+    }
+    return fenced;
+  };
+
+  uint64_t epoch = options.epoch;
+  const bool guess = epoch == 0 && options.known_epoch != 0;
+  if (guess) epoch = MakeBallot(BallotRound(options.known_epoch) + 1, BallotTag(options.client_id));
+  size_t fenced = epoch != 0 ? promise(epoch) : 0;
+  // Another opener moved the epoch on since the caller's lookup: both phases, as without it.
+  const bool stale_guess = guess && out->accepted < need && fenced > 0;
+  if (epoch == 0 || stale_guess) {
+    Status s = learn_epoch(&epoch);
+    if (!s.ok()) return s;
+    fenced = promise(epoch);
   }
   out->epoch = epoch;
 
-  // Phase 2: ask every replica to promise `epoch`. Replicas outside the majority are asked too:
-  // each one that promises is one fewer to bring back later. A promise is idempotent for the same
-  // client id, so the retry is safe.
-  ForEachParallel(n, [&](size_t i) {
-    ReplicaOpenResult& r = out->replicas[i];
-    r.status = RetryUnlessRefused([&](bool wait) {
-      return rpcs[i]->Open(replicas[i].volume_id, epoch, options.client_id, &r.response, wait);
-    });
-  });
-
-  size_t fenced = 0;
   std::vector<uint64_t> sizes;
   for (const auto& r : out->replicas) {
-    if (r.status.ok()) {
-      ++out->accepted;
-      sizes.push_back(r.response.size_bytes());
-    } else if (r.status.code() == Status::Code::kFailedPrecondition) {
-      ++fenced;
-    }
+    if (r.status.ok()) sizes.push_back(r.response.size_bytes());
   }
   const std::string ctx = "volume open with epoch " + std::to_string(epoch) + " (round " +
                           std::to_string(BallotRound(epoch)) + ") by \"" + options.client_id +

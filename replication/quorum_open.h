@@ -48,6 +48,10 @@ inline uint64_t BallotRound(uint64_t epoch) {
 struct QuorumOpenOptions {
   std::string client_id;  // non-empty, unique per frontend incarnation
   uint64_t epoch = 0;     // 0: choose the next ballot; else propose exactly this
+  // With epoch 0: the highest epoch a majority of the replicas reported in the caller's own
+  // lookup just before (0: unknown). Phase 1 is then skipped and the ballot follows it; if a
+  // replica refuses that ballot as fenced, the open goes through both phases once more.
+  uint64_t known_epoch = 0;
   std::chrono::milliseconds rpc_timeout{2000};
 };
 

@@ -1,6 +1,8 @@
 #include "replication/replica_rpc.h"
 
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -48,10 +50,24 @@ std::string NewReplicaUuid() {
   return buf;
 }
 
+std::shared_ptr<grpc::Channel> SharedChannel(const std::string& target) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<grpc::Channel>> channels;
+  std::lock_guard lock(mu);
+  std::shared_ptr<grpc::Channel> c = channels[target].lock();
+  if (!c) {
+    // Entries of channels nobody holds any more go now: a test process meets many servers.
+    std::erase_if(channels, [](const auto& e) { return e.second.expired(); });
+    c = backend::MakeChannel(target);
+    channels[target] = c;
+  }
+  return c;
+}
+
 ReplicaRpc::ReplicaRpc(std::string target, std::chrono::milliseconds timeout)
     : target_(std::move(target)),
       timeout_(timeout),
-      channel_(backend::MakeChannel(target_)),
+      channel_(SharedChannel(target_)),
       io_(v1::BlockIo::NewStub(channel_)),
       admin_(v1::VolumeAdmin::NewStub(channel_)),
       repl_(v1::Replication::NewStub(channel_)) {}

@@ -47,6 +47,12 @@ bool IsGenerationGone(const Status& s);
 // refused connection is a server that is down, and is not waited for.
 Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call);
 
+// The process's one channel to `target` (backend::MakeChannel) for as long as anyone holds it. An
+// owner's lookups, quorum open and replica calls, and a standby's warm connections all share it:
+// a new channel costs a resolver round and a load-balancing pick before its first call (tens of
+// ms under TCG), even when gRPC's subchannel pool already has the connection.
+std::shared_ptr<grpc::Channel> SharedChannel(const std::string& target);
+
 // A random RFC 4122 version-4 uuid: the identity of one copy of a volume.
 std::string NewReplicaUuid();
 

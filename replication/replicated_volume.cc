@@ -140,9 +140,19 @@ Status ReplicatedVolume::Create(const std::vector<std::string>& targets, const s
 Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
                               const ReplicatedVolumeOptions& options,
                               std::unique_ptr<ReplicatedVolume>* out) {
+  auto since = std::chrono::steady_clock::now();
+  const auto lap = [&since] {
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - since).count();
+    since = now;
+    return ms;
+  };
   QuorumOpenResult res;
   Status s = QuorumOpen(replicas,
-                        {.client_id = options.client_id, .rpc_timeout = options.rpc_timeout}, &res);
+                        {.client_id = options.client_id,
+                         .known_epoch = options.known_epoch,
+                         .rpc_timeout = options.rpc_timeout},
+                        &res);
   if (!s.ok()) return s;
   v1::ReplicaSetMeta adopted;
   std::vector<ReplicaAddr> set = replicas;
@@ -246,6 +256,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   }
   v->meta_ = std::make_unique<ReplicaMeta>(v->epoch_, options.client_id, options.rpc_timeout);
 
+  v->open_stats_.quorum_ms = lap();
   // Every out replica's PeerSet gets the unstable regions before the metadata says it is out.
   std::vector<uint64_t> unstable;
   {
@@ -264,10 +275,12 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     }
     unstable.assign(u.begin(), u.end());
   }
+  v->open_stats_.regions_ms = lap();
   for (size_t p : outs) {
     s = v->MarkPeerSet(p, unstable);
     if (!s.ok()) return s;
   }
+  v->open_stats_.marks_ms = lap();
   for (size_t p : outs) {
     auto* info = adopted.mutable_replicas(p);
     if (info->state() == v1::REPLICA_HEALTHY) {
@@ -304,6 +317,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
   // before that leaves the doubt to the next one.
   s = v->meta_->CommitInitial(adopted);
   if (!s.ok()) return s;
+  v->open_stats_.commit_ms = lap();
   // In the background only when every healthy replica kept what the last owner acknowledged:
   // then they differ only where writes were in flight, and a read can wait for its region.
   const bool deferred = options.reconcile_in_background && restarted.empty() && !unstable.empty();
@@ -313,6 +327,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     s = v->Reconcile(source, unstable);
     if (!s.ok()) return s;
   }
+  v->open_stats_.reconcile_ms = lap();
   if (!restarted.empty()) {
     s = v->meta_->CommitChange([&](v1::ReplicaSetMeta* m) {
       for (size_t p : restarted)
@@ -324,6 +339,7 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
     if (!s.ok())
       spdlog::warn("volume \"{}\" epoch {}: recording the restarted replicas' generations: {}",
                    v->name_, v->epoch_, s.ToString());
+    v->open_stats_.commit_ms += lap();
   }
   {
     std::lock_guard lock(v->mu_);

@@ -86,6 +86,9 @@ enum class FanOutStart { kStarted, kBusy, kFailed };
 struct ReplicatedVolumeOptions {
   std::string client_id;
   std::chrono::milliseconds rpc_timeout{2000};   // per replica per attempt
+  // The highest epoch a majority of the replicas reported in the caller's lookup just before the
+  // open, or 0 (QuorumOpenOptions::known_epoch).
+  uint64_t known_epoch = 0;
   std::chrono::milliseconds quorum_wait{30000};  // how long a write waits for a majority
   uint64_t resync_rate_bytes_per_s = 0;          // copier throttle; 0 = unlimited
   // > 0: a background thread probes out replicas at this interval and resyncs them.
@@ -107,6 +110,9 @@ struct OpenStats {
   // generation: a healthy one was reconciled from a trusted replica, a rebuilding one is rebuilt
   // in full.
   uint64_t restarted = 0;
+  // Where the open's time went, in ms: the quorum open (both phases), reading the unstable sets,
+  // the mark-outs' PeerSet marks, the metadata commits, the reconciliation before I/O.
+  double quorum_ms = 0, regions_ms = 0, marks_ms = 0, commit_ms = 0, reconcile_ms = 0;
 };
 
 class ReplicatedVolume {

@@ -647,11 +647,12 @@ class ReplicatedHandler final : public QueueHandler {
 // (addresses and ids) in its metadata, and the newest copy fills in the servers that did not
 // answer in time (connections to freshly started servers can be slow; a down one must not cost
 // a timeout, so no wait-for-ready). Ids still unknown stay 0:
-// the open counts that replica missing.
+// the open counts that replica missing. *known_epoch: the highest epoch among the answers when a
+// majority answered (the quorum open then needs no round to learn it), else 0.
 std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& targets,
                                               const std::string& name,
                                               std::chrono::milliseconds timeout,
-                                              std::vector<Status>* errors) {
+                                              std::vector<Status>* errors, uint64_t* known_epoch) {
   std::vector<replication::ReplicaAddr> out(targets.size());
   std::vector<v1::Volume> vols(targets.size());
   errors->assign(targets.size(), Status::Ok());
@@ -663,6 +664,14 @@ std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& ta
     if ((*errors)[i].ok()) out[i].volume_id = vols[i].id();
   });
   const v1::ReplicaSetMeta* newest = nullptr;
+  size_t answered = 0;
+  *known_epoch = 0;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!(*errors)[i].ok()) continue;
+    ++answered;
+    *known_epoch = std::max(*known_epoch, vols[i].epoch());
+  }
+  if (answered < replication::Majority(targets.size())) *known_epoch = 0;
   for (size_t i = 0; i < targets.size(); ++i) {
     if (!(*errors)[i].ok() || !vols[i].has_replica_set()) continue;
     if (!newest || replication::MetaNewer(vols[i].replica_set(), *newest))
@@ -729,7 +738,14 @@ Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
                                   const ReplicatedTargetOptions& options,
                                   std::unique_ptr<ReplicatedTarget>* out) {
   std::vector<Status> errors;
-  auto addrs = Resolve(config.replicas, config.volume, options.rpc_timeout, &errors);
+  const auto started = std::chrono::steady_clock::now();
+  // One channel per replica for the whole open (a standby's warm ones if it made them).
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (const auto& r : config.replicas) channels.push_back(replication::SharedChannel(r));
+  uint64_t known_epoch = 0;
+  auto addrs = Resolve(config.replicas, config.volume, options.rpc_timeout, &errors, &known_epoch);
+  const double resolve_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   size_t found = 0;
   std::string why;
   for (size_t i = 0; i < addrs.size(); ++i) {
@@ -751,6 +767,7 @@ Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
   replication::ReplicatedVolumeOptions vo;
   vo.client_id = ClientId();
   vo.rpc_timeout = options.rpc_timeout;
+  vo.known_epoch = known_epoch;
   vo.quorum_wait = std::chrono::milliseconds(config.retry_deadline_ms);
   vo.resync_probe_interval = options.resync_probe_interval;
   vo.reconcile_in_background = options.reconcile_in_background;
@@ -770,9 +787,11 @@ Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
   }
   const replication::OpenStats& os = t->volume_->open_stats();
   spdlog::info("volume '{}' opened on {} replicas at epoch {} as {} ({} regions reconciled, {} left to the "
-               "background): {}",
+               "background): {}; in ms: resolve {:.1f}, quorum {:.1f}, unstable sets {:.1f}, marks {:.1f}, "
+               "commit {:.1f}, reconcile {:.1f}",
                config.volume, states.size(), t->volume_->epoch(), vo.client_id, os.reconciled_regions,
-               os.deferred_regions, st);
+               os.deferred_regions, st, resolve_ms, os.quorum_ms, os.regions_ms, os.marks_ms, os.commit_ms,
+               os.reconcile_ms);
   t->watcher_ = std::thread([p = t.get()] { p->WatchLoop(); });
   *out = std::move(t);
   return Status::Ok();
@@ -854,14 +873,14 @@ void ReplicatedTarget::WatchLoop() {
 
 namespace {
 
-// A standby's connections to every replica. The replicated target's own control channels come from
-// backend::MakeChannel with the same arguments, so gRPC's global subchannel pool hands them these
-// already connected ones: the quorum open starts without a handshake.
+// A standby's connections to every replica: the very channels the replicated target's open and
+// its replica calls use (replication::SharedChannel), connected, so the takeover's open starts
+// without creating a channel or a handshake. The per-queue streams connect during the takeover.
 class ReplicaConnections final : public TargetConnections {
  public:
   explicit ReplicaConnections(const DeviceConfig& config) {
     for (const auto& r : config.replicas) {
-      channels_.push_back(backend::MakeChannel(r));
+      channels_.push_back(replication::SharedChannel(r));
       channels_.back()->GetState(/*try_to_connect=*/true);
     }
   }
@@ -886,6 +905,11 @@ Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Targe
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (c->connected() < config.replicas.size() && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // One lookup, as the takeover's open begins with one: gRPC's first calls in a process cost far
+  // more than later ones (tens of ms under TCG), paid now rather than while the device waits.
+  std::vector<Status> errors;
+  uint64_t known_epoch;
+  Resolve(config.replicas, config.volume, std::chrono::milliseconds(2000), &errors, &known_epoch);
   const size_t connected = c->connected();
   // The channels stay either way: KeepWarm connects the others once they are back.
   *out = std::move(c);

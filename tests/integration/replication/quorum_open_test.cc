@@ -111,6 +111,29 @@ TEST_F(QuorumOpenTest, NeedsAMajority) {
   EXPECT_EQ(CountOk(WriteEverywhere(res.epoch, 0, 'b')), 3u);
 }
 
+TEST_F(QuorumOpenTest, AKnownEpochSkipsTheFirstPhaseAStaleOneFallsBackToIt) {
+  QuorumOpenResult res;
+  ASSERT_TRUE(QuorumOpen(all_, {.client_id = "a"}, &res).ok());
+  const uint64_t epoch_a = res.epoch;
+  // Told the current epoch (its own lookup): the next round at once, and no phase-1 answers.
+  Status s = QuorumOpen(all_, {.client_id = "b", .known_epoch = epoch_a}, &res);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(res.epoch, MakeBallot(BallotRound(epoch_a) + 1, BallotTag("b")));
+  for (const auto& r : res.replicas) EXPECT_EQ(r.seen_epoch, 0u) << "phase 1 ran";
+  const uint64_t epoch_b = res.epoch;
+  // Told an epoch that is stale by now (another opener moved on since that lookup): the guess is
+  // fenced everywhere, so both phases run, and the open still wins, above the newer epoch.
+  ASSERT_TRUE(QuorumOpen(all_, {.client_id = "c", .epoch = MakeBallot(BallotRound(epoch_b) + 5, 3)}, &res).ok());
+  const uint64_t epoch_c = res.epoch;
+  s = QuorumOpen(all_, {.client_id = "d", .known_epoch = epoch_b}, &res);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(res.accepted, 3u);
+  EXPECT_EQ(res.epoch, MakeBallot(BallotRound(epoch_c) + 1, BallotTag("d")));
+  for (const auto& r : res.replicas) EXPECT_EQ(r.seen_epoch, epoch_c) << "phase 1 did not run";
+  EXPECT_EQ(CountFenced(WriteEverywhere(epoch_c, 0, 'c')), 3u);
+  EXPECT_EQ(CountOk(WriteEverywhere(res.epoch, 0, 'd')), 3u);
+}
+
 TEST_F(QuorumOpenTest, AReplicaWhoseFirstConnectionsFailIsRetriedNotCountedOut) {
   // Replica 2 is up, but its first connections are dropped mid-handshake (a loaded machine's can
   // be). Replica 0 is really down. The open must not count replica 2 out: a retry that only
