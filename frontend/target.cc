@@ -34,9 +34,8 @@ Status CreateTarget(const DeviceConfig& config, std::unique_ptr<Target>* out, co
       return CreateLoopTarget(config, out);
     case TargetType::kRemote:
 #ifdef UNBD_HAVE_REMOTE
-      // A replicated volume always takes a new ballot (a quorum open): no hint. Its warm
-      // connections (`warm` lives until this returns) only need to outlive the open.
-      if (!config.replicas.empty()) return CreateReplicatedTarget(config, out);
+      // A replicated volume always takes a new ballot (a quorum open): no hint.
+      if (!config.replicas.empty()) return CreateReplicatedTarget(config, out, std::move(warm));
       return CreateRemoteTarget(config, out, hint, std::move(warm));
 #else
       (void)hint;

@@ -30,11 +30,15 @@ bool IsGenerationGone(const Status& s) {
 }
 
 Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call) {
+  const auto settled = [](const Status& s) {
+    return s.code() != Status::Code::kUnavailable || s.message().find("Connection refused") != std::string::npos;
+  };
   Status s = call(false);
-  if (s.code() != Status::Code::kUnavailable ||
-      s.message().find("Connection refused") != std::string::npos) {
-    return s;
-  }
+  if (settled(s)) return s;
+  // A connection that broke under the call (its server died: "Socket closed") is not the answer
+  // either: asked again, the channel connects afresh, and a dead server refuses that at once.
+  s = call(false);
+  if (settled(s)) return s;
   return call(true);
 }
 

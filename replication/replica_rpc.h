@@ -44,7 +44,8 @@ bool IsGenerationGone(const Status& s);
 // (a handshake that failed or timed out on a loaded machine), once more with wait_for_ready, so
 // the retry waits within its deadline for the channel's next connection attempt: asked again
 // without it inside the reconnect backoff, the channel only hands back its cached failure. A
-// refused connection is a server that is down, and is not waited for.
+// refused connection is a server that is down, and is not waited for (a connection that broke
+// under the first call is asked once more without waiting first: a dead server then refuses).
 Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call);
 
 // The process's one channel to `target` (backend::MakeChannel) for as long as anyone holds it. An

@@ -648,11 +648,13 @@ class ReplicatedHandler final : public QueueHandler {
 // answer in time (connections to freshly started servers can be slow; a down one must not cost
 // a timeout, so no wait-for-ready). Ids still unknown stay 0:
 // the open counts that replica missing. *known_epoch: the highest epoch among the answers when a
-// majority answered (the quorum open then needs no round to learn it), else 0.
+// majority answered (the quorum open then needs no round to learn it), else 0. wait_for_ready:
+// each call waits (within `timeout`) for its replica's connection instead of failing at once.
 std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& targets,
                                               const std::string& name,
                                               std::chrono::milliseconds timeout,
-                                              std::vector<Status>* errors, uint64_t* known_epoch) {
+                                              std::vector<Status>* errors, uint64_t* known_epoch,
+                                              bool wait_for_ready = false) {
   std::vector<replication::ReplicaAddr> out(targets.size());
   std::vector<v1::Volume> vols(targets.size());
   errors->assign(targets.size(), Status::Ok());
@@ -660,7 +662,7 @@ std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& ta
     out[i].target = targets[i];
     v1::VolumeRef ref;
     ref.set_name(name);
-    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vols[i]);
+    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vols[i], wait_for_ready);
     if ((*errors)[i].ok()) out[i].volume_id = vols[i].id();
   });
   const v1::ReplicaSetMeta* newest = nullptr;
@@ -723,7 +725,7 @@ Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTarget
                      std::chrono::milliseconds(config.retry_deadline_ms);
   std::minstd_rand jitter(std::random_device{}());
   for (int attempt = 1;; ++attempt) {
-    Status s = OpenOnce(config, options, out);
+    Status s = OpenOnce(config, options, /*use_lookup=*/attempt == 1, out);
     const bool transient = s.code() == Status::Code::kUnavailable ||
                            s.code() == Status::Code::kDeadlineExceeded;
     if (s.ok() || !transient || std::chrono::steady_clock::now() >= until) return s;
@@ -734,35 +736,40 @@ Status ReplicatedTarget::Open(const DeviceConfig& config, const ReplicatedTarget
   }
 }
 
-Status ReplicatedTarget::OpenOnce(const DeviceConfig& config,
-                                  const ReplicatedTargetOptions& options,
-                                  std::unique_ptr<ReplicatedTarget>* out) {
-  std::vector<Status> errors;
+Status ReplicatedTarget::OpenOnce(const DeviceConfig& config, const ReplicatedTargetOptions& options,
+                                  bool use_lookup, std::unique_ptr<ReplicatedTarget>* out) {
   const auto started = std::chrono::steady_clock::now();
   // One channel per replica for the whole open (a standby's warm ones if it made them).
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (const auto& r : config.replicas) channels.push_back(replication::SharedChannel(r));
+  std::vector<replication::ReplicaAddr> addrs;
   uint64_t known_epoch = 0;
-  auto addrs = Resolve(config.replicas, config.volume, options.rpc_timeout, &errors, &known_epoch);
+  if (use_lookup && !options.looked_up.empty()) {
+    addrs = options.looked_up;
+    known_epoch = options.looked_up_epoch;
+  } else {
+    std::vector<Status> errors;
+    addrs = Resolve(config.replicas, config.volume, options.rpc_timeout, &errors, &known_epoch);
+    size_t found = 0;
+    std::string why;
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      if (errors[i].ok()) {
+        ++found;
+      } else {
+        why += (why.empty() ? "" : "; ") + config.replicas[i] + ": " + errors[i].ToString();
+      }
+    }
+    if (found == 0) {
+      bool all_missing = std::all_of(errors.begin(), errors.end(), [](const Status& s) {
+        return s.code() == Status::Code::kNotFound;
+      });
+      std::string msg = "volume '" + config.volume + "' not found on any replica (" + why + ")";
+      return all_missing ? Status::NotFound(msg) : Status::Unavailable(msg);
+    }
+    if (!why.empty()) spdlog::warn("volume '{}': {}", config.volume, why);
+  }
   const double resolve_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-  size_t found = 0;
-  std::string why;
-  for (size_t i = 0; i < addrs.size(); ++i) {
-    if (errors[i].ok()) {
-      ++found;
-    } else {
-      why += (why.empty() ? "" : "; ") + config.replicas[i] + ": " + errors[i].ToString();
-    }
-  }
-  if (found == 0) {
-    bool all_missing = std::all_of(errors.begin(), errors.end(), [](const Status& s) {
-      return s.code() == Status::Code::kNotFound;
-    });
-    std::string msg = "volume '" + config.volume + "' not found on any replica (" + why + ")";
-    return all_missing ? Status::NotFound(msg) : Status::Unavailable(msg);
-  }
-  if (!why.empty()) spdlog::warn("volume '{}': {}", config.volume, why);
 
   replication::ReplicatedVolumeOptions vo;
   vo.client_id = ClientId();
@@ -887,6 +894,9 @@ class ReplicaConnections final : public TargetConnections {
   void KeepWarm() override {
     for (auto& c : channels_) c->GetState(/*try_to_connect=*/true);
   }
+  // The warm-up's lookup (ReplicatedTargetOptions::looked_up); empty when no majority answered.
+  std::vector<replication::ReplicaAddr> looked_up;
+  uint64_t looked_up_epoch = 0;
   size_t connected() const {
     size_t n = 0;
     for (auto& c : channels_) n += c->GetState(false) == GRPC_CHANNEL_READY;
@@ -900,17 +910,24 @@ class ReplicaConnections final : public TargetConnections {
 }  // namespace
 
 Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out) {
+  const auto started = std::chrono::steady_clock::now();
   auto c = std::make_unique<ReplicaConnections>(config);
-  // A minority may be down: wait (up to 5 s) for every replica to connect, but settle for what did.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (c->connected() < config.replicas.size() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  // One lookup, as the takeover's open begins with one: gRPC's first calls in a process cost far
-  // more than later ones (tens of ms under TCG), paid now rather than while the device waits.
+  // One lookup, each call waiting (up to 5 s) for its replica's connection: the takeover's open
+  // starts from it (ReplicatedTargetOptions::looked_up), on connected channels whose first calls
+  // (far costlier than later ones, tens of ms under TCG) are paid already. A minority may be
+  // down: settle for what answered.
   std::vector<Status> errors;
   uint64_t known_epoch;
-  Resolve(config.replicas, config.volume, std::chrono::milliseconds(2000), &errors, &known_epoch);
+  auto addrs = Resolve(config.replicas, config.volume, std::chrono::seconds(5), &errors, &known_epoch,
+                       /*wait_for_ready=*/true);
+  if (known_epoch != 0) {  // a majority answered
+    c->looked_up = std::move(addrs);
+    c->looked_up_epoch = known_epoch;
+  }
   const size_t connected = c->connected();
+  spdlog::info("volume '{}': {} of {} replicas connected and looked up in {:.1f} ms", config.volume, connected,
+               config.replicas.size(),
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
   // The channels stay either way: KeepWarm connects the others once they are back.
   *out = std::move(c);
   if (connected < config.replicas.size())
@@ -919,9 +936,16 @@ Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Targe
   return Status::Ok();
 }
 
-Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out) {
+Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out,
+                              std::unique_ptr<TargetConnections> warm) {
+  ReplicatedTargetOptions options;
+  // Only a standby's own ReplicaConnections come here (ConnectTarget chose them by the config).
+  if (const auto* c = static_cast<const ReplicaConnections*>(warm.get())) {
+    options.looked_up = c->looked_up;
+    options.looked_up_epoch = c->looked_up_epoch;
+  }
   std::unique_ptr<ReplicatedTarget> t;
-  Status s = ReplicatedTarget::Open(config, ReplicatedTargetOptions{}, &t);
+  Status s = ReplicatedTarget::Open(config, options, &t);
   if (!s.ok()) return s;
   *out = std::move(t);
   return Status::Ok();

@@ -43,6 +43,13 @@ struct ReplicatedTargetOptions {
   // The open returns before the previous owner's unstable regions are reconciled (I/O is frozen
   // while a device opens; the library reconciles them while I/O goes on, a read of one first).
   bool reconcile_in_background = true;
+  // A lookup of the volume made earlier (a standby's, while it waited): each replica's id and the
+  // highest epoch a majority reported. The first open attempt starts from it instead of looking
+  // up again. An old one is safe: a server never reuses a volume id (a stale one answers
+  // NOT_FOUND), the replica metadata names the current set (the open re-opens that set), and a
+  // stale epoch only costs the quorum open's first phase. Later attempts look up afresh.
+  std::vector<replication::ReplicaAddr> looked_up;
+  uint64_t looked_up_epoch = 0;
 };
 
 class ReplicatedTarget : public Target {
@@ -71,7 +78,7 @@ class ReplicatedTarget : public Target {
 
  private:
   ReplicatedTarget() = default;
-  static Status OpenOnce(const DeviceConfig& config, const ReplicatedTargetOptions& options,
+  static Status OpenOnce(const DeviceConfig& config, const ReplicatedTargetOptions& options, bool use_lookup,
                          std::unique_ptr<ReplicatedTarget>* out);
   void WatchLoop();  // logs replica state changes and resync progress
 
@@ -84,9 +91,11 @@ class ReplicatedTarget : public Target {
   std::thread watcher_;
 };
 
-Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out);
+// `warm`: a standby's connections (ConnectReplicatedTarget), or null.
+Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out,
+                              std::unique_ptr<TargetConnections> warm = nullptr);
 // A standby's head start: connections to every replica (at least one must answer), which the
-// target's open then finds connected. Keep them until CreateReplicatedTarget has returned.
+// target's open then finds connected, and a lookup of the volume it starts from.
 Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out);
 
 }  // namespace unbd::frontend

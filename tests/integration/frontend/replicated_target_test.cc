@@ -269,6 +269,43 @@ TEST_F(ReplicatedTargetTest, KilledReplicaFailsNoRequestIsMarkedOutAndResyncedOn
               static_cast<unsigned long long>(kVolumeBytes >> 20));
 }
 
+// A standby opens from the lookup it made while it waited, which may be old by then: another
+// owner may have taken a newer epoch since, and a replica's id may be stale. The open still takes
+// an epoch above every earlier one, on every replica, and the data is there.
+TEST_F(ReplicatedTargetTest, AnOldLookupStillOpensAboveEveryEarlierEpochOnEveryReplica) {
+  uint64_t first_epoch;
+  {
+    auto t = OpenTarget();
+    ASSERT_TRUE(t);
+    first_epoch = t->epoch();
+    FakeQueue q(kDepth);
+    std::unique_ptr<QueueHandler> h;
+    ASSERT_TRUE(t->CreateQueueHandler(&q, &h).ok());
+    WriteRound(q, h.get());
+    Flush(q, h.get());
+  }
+  ReplicatedTargetOptions o = Options();
+  o.looked_up = replicas_;
+  o.looked_up_epoch = first_epoch;
+  std::unique_ptr<ReplicatedTarget> t;
+  Status s = ReplicatedTarget::Open(Config(), o, &t);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GT(t->epoch(), first_epoch);
+  t.reset();
+  // A newer owner came and went after that lookup; and replica 2's id in it is stale.
+  const uint64_t newer = OpenTarget()->epoch();
+  o.looked_up[2].volume_id += 1000;
+  s = ReplicatedTarget::Open(Config(), o, &t);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GT(t->epoch(), newer);
+  EXPECT_EQ(t->volume()->states(), std::vector<ReplicaState>(3, ReplicaState::kHealthy));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Stat(i, "rvol").epoch(), t->epoch()) << "replica " << i;
+  FakeQueue q(kDepth);
+  std::unique_ptr<QueueHandler> h;
+  ASSERT_TRUE(t->CreateQueueHandler(&q, &h).ok());
+  VerifyAll(q, h.get());
+}
+
 TEST_F(ReplicatedTargetTest, SecondOpenerFencesTheFirstDataOnlyTheWinners) {
   auto first = OpenTarget();
   ASSERT_TRUE(first);

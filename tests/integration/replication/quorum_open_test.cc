@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <thread>
 
 #include "backend/admin_client.h"
+#include "replication/replica_rpc.h"
 #include "tests/integration/backend/server_process.h"
 #include "tests/integration/replication/dropping_proxy.h"
 
@@ -132,6 +135,27 @@ TEST_F(QuorumOpenTest, AKnownEpochSkipsTheFirstPhaseAStaleOneFallsBackToIt) {
   for (const auto& r : res.replicas) EXPECT_EQ(r.seen_epoch, epoch_c) << "phase 1 did not run";
   EXPECT_EQ(CountFenced(WriteEverywhere(epoch_c, 0, 'c')), 3u);
   EXPECT_EQ(CountOk(WriteEverywhere(res.epoch, 0, 'd')), 3u);
+}
+
+TEST_F(QuorumOpenTest, AReplicaThatDiedUnderAConnectedChannelCostsNoTimeout) {
+  // As a standby holds them: a channel to every replica, connected by a first call.
+  std::vector<std::unique_ptr<ReplicaRpc>> held;
+  for (const auto& r : all_) {
+    held.push_back(std::make_unique<ReplicaRpc>(r.target, std::chrono::seconds(5)));
+    v1::VolumeRef ref;
+    ref.set_id(r.volume_id);
+    v1::Volume vol;
+    ASSERT_TRUE(held.back()->Stat(ref, &vol).ok());
+  }
+  EXPECT_EQ(servers_[1]->Kill(SIGKILL), 128 + SIGKILL);
+  QuorumOpenResult res;
+  const auto started = std::chrono::steady_clock::now();
+  Status s = QuorumOpen(all_, {.client_id = "b", .rpc_timeout = std::chrono::seconds(5)}, &res);
+  const auto took = std::chrono::steady_clock::now() - started;
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(res.accepted, 2u);
+  // A dead server refuses the reconnection: not waited for until the deadline.
+  EXPECT_LT(took, std::chrono::seconds(2)) << res.replicas[1].status.ToString();
 }
 
 TEST_F(QuorumOpenTest, AReplicaWhoseFirstConnectionsFailIsRetriedNotCountedOut) {
