@@ -646,7 +646,7 @@ class ReplicatedHandler final : public QueueHandler {
 // The volume's id on each server. Any one answer is enough: each replica stores the replica set
 // (addresses and ids) in its metadata, and the newest copy fills in the servers that did not
 // answer in time (connections to freshly started servers can be slow; a down one must not cost
-// a timeout, so no wait-for-ready). Ids still unknown stay 0:
+// an open a timeout, so no wait-for-ready unless asked). Ids still unknown stay 0:
 // the open counts that replica missing. *known_epoch: the highest epoch among the answers when a
 // majority answered (the quorum open then needs no round to learn it), else 0. wait_for_ready:
 // each call waits (within `timeout`) for its replica's connection instead of failing at once.
