@@ -462,14 +462,22 @@ ReplicatedVolume::ReconcileEnds ReplicatedVolume::ReconcileEndsFrom(size_t sourc
   return ends;
 }
 
+std::vector<CopyEnd> ReplicatedVolume::HealthyEnds(std::vector<size_t>* index) const {
+  std::vector<CopyEnd> out;
+  for (size_t i : IndicesIn(ReplicaState::kHealthy)) {
+    out.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
+    if (index) index->push_back(i);
+  }
+  return out;
+}
+
 Status ReplicatedVolume::FlushHealthy(const std::function<Status(const CopyEnd&)>& after,
                                       std::vector<size_t>* failed) {
   std::vector<size_t> index;
   std::vector<CopyEnd> healthy;
   {
     std::lock_guard lock(mu_);
-    index = IndicesIn(ReplicaState::kHealthy);
-    for (size_t i : index) healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
+    healthy = HealthyEnds(&index);
   }
   std::vector<Status> results(healthy.size());
   ForEachParallel(healthy.size(), [&](size_t k) {
@@ -655,8 +663,7 @@ Status ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point s
   {
     std::lock_guard lock(mu_);
     regions.assign(deferred_unstable_.begin(), deferred_unstable_.end());
-    for (size_t i : IndicesIn(ReplicaState::kHealthy))
-      healthy.push_back({replicas_[i]->rpc.get(), replicas_[i]->volume_id, replicas_[i]->generation});
+    healthy = HealthyEnds();
   }
   // The regions no write touched since the open leave the unstable sets now (under their lock,
   // so none starts meanwhile); the written ones go with the flush that covers their writes.

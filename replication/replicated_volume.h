@@ -264,6 +264,8 @@ class ReplicatedVolume {
     size_t readable = 0;
   };
   ReconcileEnds ReconcileEndsFrom(size_t source) const;  // caller holds mu_
+  // The healthy replicas as copy ends, their indices in *index. Caller holds mu_.
+  std::vector<CopyEnd> HealthyEnds(std::vector<size_t>* index = nullptr) const;
   // Flushes every healthy replica, then runs `after` (if any) on each one that flushed. OK, or
   // the fenced status, or UNAVAILABLE naming each replica that failed (their indices in *failed).
   Status FlushHealthy(const std::function<Status(const CopyEnd&)>& after, std::vector<size_t>* failed);

@@ -672,13 +672,11 @@ std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& ta
     if (!(*errors)[i].ok()) continue;
     ++answered;
     *known_epoch = std::max(*known_epoch, vols[i].epoch());
-  }
-  if (answered < replication::Majority(targets.size())) *known_epoch = 0;
-  for (size_t i = 0; i < targets.size(); ++i) {
-    if (!(*errors)[i].ok() || !vols[i].has_replica_set()) continue;
+    if (!vols[i].has_replica_set()) continue;
     if (!newest || replication::MetaNewer(vols[i].replica_set(), *newest))
       newest = &vols[i].replica_set();
   }
+  if (answered < replication::Majority(targets.size())) *known_epoch = 0;
   if (newest) {
     for (auto& a : out) {
       if (a.volume_id != 0) continue;
