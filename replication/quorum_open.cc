@@ -55,7 +55,7 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
       v1::VolumeRef ref;
       ref.set_id(replicas[i].volume_id);
       v1::Volume vol;
-      Status s = RetryUnlessRefused([&](bool wait) { return rpcs[i]->Stat(ref, &vol, wait); });
+      Status s = rpcs[i]->RetryUnlessRefused([&] { return rpcs[i]->Stat(ref, &vol); });
       out->replicas[i].status = s;
       if (s.ok()) out->replicas[i].seen_epoch = vol.epoch();
     });
@@ -80,8 +80,8 @@ Status QuorumOpen(const std::vector<ReplicaAddr>& replicas, const QuorumOpenOpti
   const auto promise = [&](uint64_t epoch) {
     ForEachParallel(n, [&](size_t i) {
       ReplicaOpenResult& r = out->replicas[i];
-      r.status = RetryUnlessRefused([&](bool wait) {
-        return rpcs[i]->Open(replicas[i].volume_id, epoch, options.client_id, &r.response, wait);
+      r.status = rpcs[i]->RetryUnlessRefused([&] {
+        return rpcs[i]->Open(replicas[i].volume_id, epoch, options.client_id, &r.response);
       });
     });
     size_t fenced = 0;

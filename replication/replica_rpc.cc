@@ -1,5 +1,8 @@
 #include "replication/replica_rpc.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -27,19 +30,6 @@ bool IsGenerationGone(const Status& s) {
   return s.code() == Status::Code::kAborted &&
          s.message().find("server generation") != std::string::npos &&
          s.message().find("is gone") != std::string::npos;
-}
-
-Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call) {
-  const auto settled = [](const Status& s) {
-    return s.code() != Status::Code::kUnavailable || s.message().find("Connection refused") != std::string::npos;
-  };
-  Status s = call(false);
-  if (settled(s)) return s;
-  // A connection that broke under the call (its server died: "Socket closed") is not the answer
-  // either: asked again, the channel connects afresh, and a dead server refuses that at once.
-  s = call(false);
-  if (settled(s)) return s;
-  return call(true);
 }
 
 std::string NewReplicaUuid() {
@@ -80,11 +70,34 @@ void ReplicaRpc::Arm(grpc::ClientContext* ctx) const {
   ctx->set_deadline(std::chrono::system_clock::now() + timeout_);
 }
 
+Status ReplicaRpc::RetryUnlessRefused(const std::function<Status()>& call) const {
+  const auto settled = [](const Status& s) {
+    return s.code() != Status::Code::kUnavailable || s.message().find("Connection refused") != std::string::npos;
+  };
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + timeout_;
+  Status s = call();
+  if (settled(s)) return s;
+  const Status first = s;
+  int attempts = 1;
+  // Paced below gRPC's initial reconnect backoff (100 ms, backend::MakeChannel): a retry inside
+  // it only gets the cached failure back.
+  for (auto pause = std::chrono::milliseconds(25); !settled(s); pause = std::min(pause * 2, std::chrono::milliseconds(200))) {
+    if (std::chrono::steady_clock::now() + pause >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    s = call();
+    ++attempts;
+  }
+  spdlog::info("{}: {} attempts in {:.1f} ms: {} (the first: {})", target_, attempts,
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count(),
+               s.ok() ? "answered" : s.ToString(), first.ToString());
+  return s;
+}
+
 Status ReplicaRpc::Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
-                        v1::OpenVolumeResponse* out, bool wait_for_ready) {
+                        v1::OpenVolumeResponse* out) {
   grpc::ClientContext ctx;
   Arm(&ctx);
-  ctx.set_wait_for_ready(wait_for_ready);
   v1::OpenVolumeRequest req;
   req.set_volume_id(volume_id);
   req.set_epoch(epoch);

@@ -40,14 +40,6 @@ bool IsFenced(const Status& s);
 // acknowledged since its last FLUSH. The server answers ABORTED naming the generation.
 bool IsGenerationGone(const Status& s);
 
-// Runs call(/*wait_for_ready=*/false) and, if it could not connect for any reason but a refusal
-// (a handshake that failed or timed out on a loaded machine), once more with wait_for_ready, so
-// the retry waits within its deadline for the channel's next connection attempt: asked again
-// without it inside the reconnect backoff, the channel only hands back its cached failure. A
-// refused connection is a server that is down, and is not waited for (a connection that broke
-// under the first call is asked once more without waiting first: a dead server then refuses).
-Status RetryUnlessRefused(const std::function<Status(bool wait_for_ready)>& call);
-
 // The process's one channel to `target` (backend::MakeChannel) for as long as anyone holds it. An
 // owner's lookups, quorum open and replica calls, and a standby's warm connections all share it:
 // a new channel costs a resolver round and a load-balancing pick before its first call (tens of
@@ -62,8 +54,17 @@ class ReplicaRpc {
   ReplicaRpc(std::string target, std::chrono::milliseconds timeout);
   const std::string& target() const { return target_; }
 
+  // Runs call() (one of this replica's calls) and, while it fails to connect for any reason but a
+  // refusal, asks again after a short pause until the timeout has passed. A refused connection is
+  // a server that is down: answered at once. Anything else is not an answer yet: a handshake that
+  // failed or timed out on a loaded machine, or a connection that broke under the call (its server
+  // died; gRPC hands back that failure until its next connection attempt has failed too). Never
+  // waits for the channel with wait_for_ready: a call that does waits through every refusal of a
+  // dead server until its deadline.
+  Status RetryUnlessRefused(const std::function<Status()>& call) const;
+
   Status Open(uint64_t volume_id, uint64_t epoch, const std::string& client_id,
-              v1::OpenVolumeResponse* out, bool wait_for_ready = false);
+              v1::OpenVolumeResponse* out);
   // wait_for_ready: a replica that just came back is waited for (within the timeout) instead of
   // failing at once while the channel is still in its reconnect backoff (a probe).
   Status Stat(const v1::VolumeRef& ref, v1::Volume* out, bool wait_for_ready = false);
