@@ -2,9 +2,6 @@
 // ephemeral port for integration tests; its log goes to <dir>/server.log.
 #pragma once
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/admin_client.h"
+#include "tests/integration/child_process.h"
 
 namespace unbd::testing {
 
@@ -66,37 +63,14 @@ inline std::string TestDir(const std::string& tag) {
   return dir;
 }
 
-inline std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 class ServerProcess {
  public:
   // Starts the server; `extra` are additional flags. Check started() / exit_code().
   ServerProcess(std::string work_dir, std::string data_dir, std::vector<std::string> extra = {},
                 std::string listen = "127.0.0.1:0")
-      : work_dir_(std::move(work_dir)), data_dir_(std::move(data_dir)) {
-    port_file_ = work_dir_ + "/ports";
-    log_ = work_dir_ + "/server.log";
-    std::filesystem::remove(port_file_);
-    std::vector<std::string> args = {UNBD_SERVER_BIN, "--listen", listen, "--data-dir", data_dir_,
-                                     "--metrics-listen", "127.0.0.1:0", "--port-file", port_file_,
-                                     "--log-level", "debug"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+      : port_file_(Removed(work_dir + "/ports")),
+        process_(Args(std::move(data_dir), port_file_, std::move(listen), std::move(extra)),
+                 work_dir + "/server.log") {
     // Wait for the port file, or for the process to exit (startup failure).
     for (int i = 0; i < 400; ++i) {
       if (std::filesystem::exists(port_file_)) {
@@ -104,56 +78,42 @@ class ServerProcess {
         f >> port_ >> metrics_port_;
         return;
       }
-      int st;
-      if (waitpid(pid_, &st, WNOHANG) == pid_) {
-        exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        pid_ = -1;
-        return;
-      }
+      if (!process_.alive()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
-    ADD_FAILURE() << "unbd-server did not start; log:\n" << ReadFile(log_);
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) Kill(SIGKILL);
+    ADD_FAILURE() << "unbd-server did not start; log:\n" << log();
   }
 
-  bool started() const { return port_ > 0 && pid_ > 0; }
+  bool started() const { return port_ > 0 && process_.running(); }
   // Still running (reaps it and records the exit code if it has died).
-  bool alive() {
-    if (pid_ <= 0) return false;
-    int st = 0;
-    if (waitpid(pid_, &st, WNOHANG) != pid_) return true;
-    pid_ = -1;
-    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return false;
-  }
-  int exit_code() const { return exit_code_; }
+  bool alive() { return process_.alive(); }
+  int exit_code() const { return process_.exit_code(); }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
-  std::string log() const { return ReadFile(log_); }
-
-  // Sends `sig` and waits for exit; returns the exit code (128+signal if killed).
+  std::string log() const { return process_.log(); }
   // Sends `sig` without waiting (SIGSTOP / SIGCONT: a server that stops answering for a while).
-  void Signal(int sig) {
-    if (pid_ > 0) kill(pid_, sig);
-  }
-  int Kill(int sig) {
-    if (pid_ <= 0) return exit_code_;
-    kill(pid_, sig);
-    int st = 0;
-    waitpid(pid_, &st, 0);
-    pid_ = -1;
-    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return exit_code_;
-  }
+  void Signal(int sig) { process_.Signal(sig); }
+  // Sends `sig` and waits for exit; returns the exit code (128+signal if killed).
+  int Kill(int sig) { return process_.Kill(sig); }
 
  private:
-  std::string work_dir_, data_dir_, port_file_, log_;
-  pid_t pid_ = -1;
+  static std::string Removed(std::string path) {
+    std::filesystem::remove(path);
+    return path;
+  }
+  static std::vector<std::string> Args(std::string data_dir, const std::string& port_file,
+                                       std::string listen, std::vector<std::string> extra) {
+    std::vector<std::string> args = {UNBD_SERVER_BIN, "--listen", std::move(listen), "--data-dir",
+                                     std::move(data_dir), "--metrics-listen", "127.0.0.1:0",
+                                     "--port-file", port_file, "--log-level", "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  std::string port_file_;
+  ChildProcess process_;
   int port_ = 0, metrics_port_ = 0;
-  int exit_code_ = -1;
 };
 
 // One BlockIo stream, used synchronously: send a batch, wait for its completions.

@@ -2,11 +2,6 @@
 // tests, with stubs for its three services; its log goes to <dir>/csi.log.
 #pragma once
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -18,29 +13,14 @@
 
 #include "csi/v1/csi.grpc.pb.h"
 #include "tests/integration/backend/server_process.h"
+#include "tests/integration/child_process.h"
 
 namespace unbd::testing {
 
 class CsiProcess {
  public:
-  CsiProcess(const std::string& dir, std::vector<std::string> extra) : dir_(dir) {
-    socket_ = dir + "/csi.sock";
-    log_ = dir + "/csi.log";
-    std::vector<std::string> args = {UNBD_CSI_BIN, "--endpoint", "unix://" + socket_,
-                                     "--state-dir", dir + "/state", "--node-id", "test-node",
-                                     "--log-level", "debug"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+  CsiProcess(const std::string& dir, std::vector<std::string> extra)
+      : socket_(dir + "/csi.sock"), process_(Args(dir, socket_, std::move(extra)), dir + "/csi.log") {
     // A channel made before the socket exists backs off for seconds before it retries.
     for (int i = 0; i < 400 && !std::filesystem::exists(socket_); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -56,19 +36,12 @@ class CsiProcess {
       if (identity->Probe(&ctx, req, &resp).ok()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
-    ADD_FAILURE() << "unbd-csi did not answer Probe; log:\n" << ReadFile(log_);
+    ADD_FAILURE() << "unbd-csi did not answer Probe; log:\n" << log();
   }
-  ~CsiProcess() { Stop(SIGKILL); }
 
-  int Stop(int sig) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, sig);
-    int st = 0;
-    waitpid(pid_, &st, 0);
-    pid_ = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-  std::string log() const { return ReadFile(log_); }
+  // Sends `sig`, waits for the exit and returns its code (128 + signal if killed).
+  int Stop(int sig) { return process_.Kill(sig); }
+  std::string log() const { return process_.log(); }
   const std::string& socket() const { return socket_; }
 
   std::unique_ptr<::csi::v1::Identity::Stub> identity;
@@ -76,8 +49,17 @@ class CsiProcess {
   std::unique_ptr<::csi::v1::Controller::Stub> controller;
 
  private:
-  std::string dir_, socket_, log_;
-  pid_t pid_ = -1;
+  static std::vector<std::string> Args(const std::string& dir, const std::string& socket,
+                                       std::vector<std::string> extra) {
+    std::vector<std::string> args = {UNBD_CSI_BIN, "--endpoint", "unix://" + socket,
+                                     "--state-dir", dir + "/state", "--node-id", "test-node",
+                                     "--log-level", "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  std::string socket_;
+  ChildProcess process_;
   std::shared_ptr<grpc::Channel> channel_;
 };
 
