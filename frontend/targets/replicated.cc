@@ -646,15 +646,16 @@ class ReplicatedHandler final : public QueueHandler {
 // The volume's id on each server. Any one answer is enough: each replica stores the replica set
 // (addresses and ids) in its metadata, and the newest copy fills in the servers that did not
 // answer in time (connections to freshly started servers can be slow; a down one must not cost
-// an open a timeout, so no wait-for-ready unless asked). Ids still unknown stay 0:
-// the open counts that replica missing. *known_epoch: the highest epoch among the answers when a
-// majority answered (the quorum open then needs no round to learn it), else 0. wait_for_ready:
-// each call waits (within `timeout`) for its replica's connection instead of failing at once.
+// an open a timeout, so one try each unless asked). Ids still unknown stay 0: the open counts
+// that replica missing. *known_epoch: the highest epoch among the answers when a majority
+// answered (the quorum open then needs no round to learn it), else 0. patient: a call that could
+// not connect is asked again until it is answered, refused (a server that is down) or `timeout`
+// has passed (ReplicaRpc::RetryUnlessRefused).
 std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& targets,
                                               const std::string& name,
                                               std::chrono::milliseconds timeout,
                                               std::vector<Status>* errors, uint64_t* known_epoch,
-                                              bool wait_for_ready = false) {
+                                              bool patient = false) {
   std::vector<replication::ReplicaAddr> out(targets.size());
   std::vector<v1::Volume> vols(targets.size());
   errors->assign(targets.size(), Status::Ok());
@@ -662,7 +663,9 @@ std::vector<replication::ReplicaAddr> Resolve(const std::vector<std::string>& ta
     out[i].target = targets[i];
     v1::VolumeRef ref;
     ref.set_name(name);
-    (*errors)[i] = replication::ReplicaRpc(targets[i], timeout).Stat(ref, &vols[i], wait_for_ready);
+    replication::ReplicaRpc rpc(targets[i], timeout);
+    (*errors)[i] = patient ? rpc.RetryUnlessRefused([&] { return rpc.Stat(ref, &vols[i]); })
+                           : rpc.Stat(ref, &vols[i]);
     if ((*errors)[i].ok()) out[i].volume_id = vols[i].id();
   });
   const v1::ReplicaSetMeta* newest = nullptr;
@@ -910,14 +913,14 @@ class ReplicaConnections final : public TargetConnections {
 Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<TargetConnections>* out) {
   const auto started = std::chrono::steady_clock::now();
   auto c = std::make_unique<ReplicaConnections>(config);
-  // One lookup, each call waiting (up to 5 s) for its replica's connection: the takeover's open
-  // starts from it (ReplicatedTargetOptions::looked_up), on connected channels whose first calls
-  // (far costlier than later ones, tens of ms under TCG) are paid already. A minority may be
-  // down: settle for what answered.
+  // One patient lookup (up to 5 s for a replica whose connection fails but is not refused): the
+  // takeover's open starts from it (ReplicatedTargetOptions::looked_up), on connected channels
+  // whose first calls (far costlier than later ones, tens of ms under TCG) are paid already. A
+  // minority may be down: settle for what answered (a refusal is not waited out).
   std::vector<Status> errors;
   uint64_t known_epoch;
   auto addrs = Resolve(config.replicas, config.volume, std::chrono::seconds(5), &errors, &known_epoch,
-                       /*wait_for_ready=*/true);
+                       /*patient=*/true);
   if (known_epoch != 0) {  // a majority answered
     c->looked_up = std::move(addrs);
     c->looked_up_epoch = known_epoch;

@@ -424,6 +424,23 @@ TEST_F(ReplicatedTargetTest, OpensWithOneReplicaDownWhichStartsOutAndIsResynced)
   ExpectIdenticalReplicas();
 }
 
+TEST_F(ReplicatedTargetTest, AStandbyWithAReplicaDownIsReadyAtOnceAndItsTakeoverOpens) {
+  Kill(1);
+  const auto t0 = Clock::now();
+  std::unique_ptr<TargetConnections> warm;
+  Status s = ConnectReplicatedTarget(Config(), &warm);
+  const auto took = Clock::now() - t0;
+  EXPECT_EQ(s.code(), Status::Code::kUnavailable) << "2 of 3 connected: " << s.ToString();
+  ASSERT_TRUE(warm);
+  // The dead replica refuses the connection: the standby does not wait it out (5 s).
+  EXPECT_LT(took, std::chrono::seconds(2));
+  std::unique_ptr<Target> t;
+  s = CreateReplicatedTarget(Config(), &t, std::move(warm));
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(static_cast<ReplicatedTarget*>(t.get())->volume()->states(),
+            (std::vector<ReplicaState>{ReplicaState::kHealthy, ReplicaState::kOut, ReplicaState::kHealthy}));
+}
+
 TEST_F(ReplicatedTargetTest, HungReplicaTimesOutIsMarkedOutNoRequestFailsResyncedLater) {
   // Replica 2 stops answering writes of our epoch (the server's hold hook) while the other two
   // answer: its stream's requests time out (rpc_timeout), the stream is dropped, replica 2 is
