@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "replication/region_sets.h"
+
 namespace unbd::backend {
 namespace {
 
@@ -211,6 +213,12 @@ grpc::Status VolumeService::OpenVolume(grpc::ServerContext*, const v1::OpenVolum
   if (vol.has_replica_set()) *resp->mutable_replica_set() = vol.replica_set();
   resp->set_replica_uuid(vol.replica_uuid());
   resp->set_server_generation(store_->server_generation());
+  if (!vol.replica_uuid().empty()) {
+    v1::GetDirtyRegionsResponse unstable;
+    s = store_->GetDirtyRegions(vol.id(), replication::kUnstableSet, false, &unstable);
+    if (!s.ok()) return ToGrpc(s);
+    resp->mutable_unstable_regions()->mutable_regions()->Swap(unstable.mutable_regions());
+  }
   return grpc::Status::OK;
 }
 

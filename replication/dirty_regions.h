@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "replication/region_sets.h"
 
 namespace rocksdb {
 class DB;
@@ -37,12 +38,6 @@ class WriteBatch;
 }  // namespace rocksdb
 
 namespace unbd::replication {
-
-inline constexpr uint32_t kUnstableSet = 0;
-// The set of regions written while replica `index` (its position in the replica set) was out.
-inline constexpr uint32_t PeerSet(uint32_t replica_index) {
-  return replica_index + 1;
-}
 
 // A region of a set, as stored.
 struct RegionKey {

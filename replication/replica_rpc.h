@@ -15,17 +15,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/status.h"
+#include "replication/region_sets.h"
 #include "unbd/v1/io.grpc.pb.h"
 #include "unbd/v1/replication.grpc.pb.h"
 #include "unbd/v1/volume.grpc.pb.h"
 
 namespace unbd::replication {
-
-// Region sets of replication.proto: 0 is the unstable set, p + 1 is PeerSet(p).
-inline constexpr uint32_t kUnstableSetIndex = 0;
-inline constexpr uint32_t PeerSetIndex(size_t replica) {
-  return static_cast<uint32_t>(replica) + 1;
-}
 
 // Runs fn(i) for i in [0, n) on separate threads: a dead replica costs one timeout, not n.
 void ForEachParallel(size_t n, const std::function<void(size_t)>& fn);

@@ -258,18 +258,26 @@ Status ReplicatedVolume::Open(const std::vector<ReplicaAddr>& replicas,
 
   v->open_stats_.quorum_ms = lap();
   // Every out replica's PeerSet gets the unstable regions before the metadata says it is out.
+  // They are the union of the healthy replicas' unstable sets, from their open answers (a server
+  // too old to send it there is asked).
   std::vector<uint64_t> unstable;
   {
-    std::vector<std::vector<uint64_t>> regions(healthy.size());
-    std::vector<Status> got(healthy.size());
-    ForEachParallel(healthy.size(), [&](size_t k) {
-      const Replica& r = *v->replicas_[healthy[k]];
-      got[k] = r.rpc->GetRegions(r.volume_id, kUnstableSetIndex, &regions[k], nullptr);
-    });
     std::set<uint64_t> u;
-    for (size_t k = 0; k < healthy.size(); ++k) {
+    std::vector<size_t> ask;
+    for (size_t h : healthy) {
+      const v1::OpenVolumeResponse& answer = res.replicas[h].response;
+      if (!answer.has_unstable_regions()) ask.push_back(h);
+      u.insert(answer.unstable_regions().regions().begin(), answer.unstable_regions().regions().end());
+    }
+    std::vector<std::vector<uint64_t>> regions(ask.size());
+    std::vector<Status> got(ask.size());
+    ForEachParallel(ask.size(), [&](size_t k) {
+      const Replica& r = *v->replicas_[ask[k]];
+      got[k] = r.rpc->GetRegions(r.volume_id, kUnstableSet, &regions[k], nullptr);
+    });
+    for (size_t k = 0; k < ask.size(); ++k) {
       if (!got[k].ok()) return Status::Unavailable("reconcile: unstable regions of " +
-                                                   v->replicas_[healthy[k]]->rpc->target() + ": " +
+                                                   v->replicas_[ask[k]]->rpc->target() + ": " +
                                                    got[k].ToString());
       u.insert(regions[k].begin(), regions[k].end());
     }
@@ -427,7 +435,7 @@ Status ReplicatedVolume::Reconcile(size_t source, const std::vector<uint64_t>& u
                                             ends.src.rpc->target() + ": " + s.ToString());
   }
   Status s = FlushHealthy(
-      [&](const CopyEnd& r) { return r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSetIndex, {}, true); },
+      [&](const CopyEnd& r) { return r.rpc->ClearRegions(r.volume_id, epoch_, kUnstableSet, {}, true); },
       nullptr);
   if (!s.ok()) return IsFenced(s) ? s : Status::Unavailable("reconcile: " + s.message());
   open_stats_.reconciled_regions = unstable.size();
@@ -683,7 +691,7 @@ Status ReplicatedVolume::FinishReconcile(std::chrono::steady_clock::time_point s
   if (!clear.empty()) {
     std::vector<Status> results(healthy.size());
     ForEachParallel(healthy.size(), [&](size_t k) {
-      results[k] = healthy[k].rpc->ClearRegions(healthy[k].volume_id, epoch_, kUnstableSetIndex, clear, false);
+      results[k] = healthy[k].rpc->ClearRegions(healthy[k].volume_id, epoch_, kUnstableSet, clear, false);
     });
     for (const Status& c : results) {
       if (!c.ok() && cleared.ok()) cleared = c;
@@ -752,7 +760,7 @@ Status ReplicatedVolume::MarkPeerSet(size_t p, const std::vector<uint64_t>& regi
   }
   std::vector<Status> results(healthy.size());
   ForEachParallel(healthy.size(), [&](size_t k) {
-    results[k] = healthy[k].first->MarkRegions(healthy[k].second, epoch_, PeerSetIndex(p), regions);
+    results[k] = healthy[k].first->MarkRegions(healthy[k].second, epoch_, PeerSet(p), regions);
   });
   for (size_t k = 0; k < healthy.size(); ++k) {
     if (!results[k].ok()) {
@@ -800,7 +808,7 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
     }
     for (size_t h : survivors) {
       std::vector<uint64_t> u;
-      Status s = replicas_[h]->rpc->GetRegions(replicas_[h]->volume_id, kUnstableSetIndex, &u,
+      Status s = replicas_[h]->rpc->GetRegions(replicas_[h]->volume_id, kUnstableSet, &u,
                                                nullptr);
       if (!s.ok()) return Status::Unavailable("unstable regions of " +
                                               replicas_[h]->rpc->target() + ": " + s.ToString());
@@ -812,7 +820,7 @@ Status ReplicatedVolume::MarkOut(const std::vector<size_t>& failed, uint64_t fir
     std::vector<Status> results(survivors.size());
     ForEachParallel(survivors.size(), [&](size_t k) {
       Replica& r = *replicas_[survivors[k]];
-      results[k] = r.rpc->MarkRegions(r.volume_id, epoch_, PeerSetIndex(p), list);
+      results[k] = r.rpc->MarkRegions(r.volume_id, epoch_, PeerSet(p), list);
     });
     for (size_t k = 0; k < survivors.size(); ++k) {
       if (results[k].ok()) continue;
@@ -940,7 +948,7 @@ Status ReplicatedVolume::RenewGeneration(size_t p, uint64_t seen) {
     std::lock_guard lock(mu_);
     unstable = OwnerUnstable();
   }
-  s = rpc->MarkRegions(vid, epoch_, kUnstableSetIndex, unstable);
+  s = rpc->MarkRegions(vid, epoch_, kUnstableSet, unstable);
   if (!s.ok()) return s;
   {
     // The metadata keeps the generation it had: this copy lost writes, and a next owner that
@@ -1343,7 +1351,7 @@ void ReplicatedVolume::ClearUnstableAfterFlush(uint64_t flush_seq,
   if (!clear.empty()) {
     std::vector<Status> results(healthy.size());
     ForEachParallel(healthy.size(), [&](size_t k) {
-      results[k] = healthy[k].first->ClearRegions(healthy[k].second, epoch_, kUnstableSetIndex,
+      results[k] = healthy[k].first->ClearRegions(healthy[k].second, epoch_, kUnstableSet,
                                                   clear, false);
     });
     bool all_ok = true;

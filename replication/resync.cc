@@ -299,13 +299,13 @@ Status ResyncJob::Copy(bool full) {
     std::set<uint64_t> d;
     for (auto [rpc, vid] : healthy) {
       std::vector<uint64_t> regions;
-      Status s = rpc->GetRegions(vid, PeerSetIndex(p_), &regions, nullptr);
+      Status s = rpc->GetRegions(vid, PeerSet(p_), &regions, nullptr);
       if (!s.ok()) return Status::Unavailable("dirty regions on " + rpc->target() + ": " +
                                               s.ToString());
       d.insert(regions.begin(), regions.end());
     }
     std::vector<uint64_t> own;
-    Status s = dst.GetRegions(dst_vid, kUnstableSetIndex, &own, nullptr);
+    Status s = dst.GetRegions(dst_vid, kUnstableSet, &own, nullptr);
     if (!s.ok()) return Status::Unavailable("unstable regions: " + s.ToString());
     d.insert(own.begin(), own.end());
     for (uint64_t r : d) {
@@ -330,7 +330,7 @@ Status ResyncJob::Copy(bool full) {
     // every write now), so a later resync does not copy them again.
     std::vector<Status> results(healthy.size());
     ForEachParallel(healthy.size(), [&](size_t k) {
-      results[k] = healthy[k].first->ClearRegions(healthy[k].second, v.epoch_, PeerSetIndex(p_),
+      results[k] = healthy[k].first->ClearRegions(healthy[k].second, v.epoch_, PeerSet(p_),
                                                   copied_regions, false);
     });
     for (size_t k = 0; k < healthy.size(); ++k) {

@@ -216,8 +216,16 @@ TEST(BackendReplication, MarkClearFencedCountsAndDelete) {
   EXPECT_EQ(Counts(repl, vol), (std::map<uint32_t, uint64_t>{{0, 1}, {1, 3}}));
   ASSERT_TRUE(repl.ClearDirty(vol, 2, 1, {7}).ok());
   EXPECT_EQ(Dirty(repl, vol, 1), (Regions{3, 15}));
+  ASSERT_TRUE(repl.MarkDirty(vol, 2, 0, {12, 5}).ok());
 
-  ASSERT_TRUE(io.Open(vol, 3, "b").ok());
+  // The open answers with the unstable set (set 0) the earlier epoch left: the new owner
+  // reconciles from that answer.
+  v1::OpenVolumeResponse opened;
+  ASSERT_TRUE(io.Open(vol, 3, "b", &opened).ok());
+  ASSERT_TRUE(opened.has_unstable_regions());
+  EXPECT_EQ(Regions(opened.unstable_regions().regions().begin(), opened.unstable_regions().regions().end()),
+            (Regions{1, 5, 12}));
+  ASSERT_TRUE(repl.ClearDirty(vol, 3, 0, {5, 12}).ok());
   Status s = repl.MarkDirty(vol, 2, 1, {4});
   EXPECT_EQ(s.code(), Code::kFailedPrecondition);
   EXPECT_NE(s.message().find("epoch 2 is fenced by epoch 3"), std::string::npos) << s.ToString();
@@ -242,7 +250,8 @@ TEST(BackendReplication, MarkClearFencedCountsAndDelete) {
   EXPECT_EQ(s.code(), Code::kInvalidArgument);
   EXPECT_NE(s.message().find("replica uuid \"not_a_uuid!\""), std::string::npos) << s.ToString();
   ASSERT_TRUE(admin.Create("plain", kVolBytes, &v).ok());
-  ASSERT_TRUE(io.Open(v.id(), 1, "a").ok());
+  ASSERT_TRUE(io.Open(v.id(), 1, "a", &opened).ok());
+  EXPECT_FALSE(opened.has_unstable_regions()) << "a plain volume has no region sets";
   s = io.Write(v.id(), 1, 0, std::string(4096, 'x'), false, 0b1);
   EXPECT_EQ(s.code(), Code::kInvalidArgument);
   EXPECT_NE(s.message().find("not a replica"), std::string::npos) << s.ToString();

@@ -149,7 +149,7 @@ TEST_F(ReplicaMetaTest, MarkOutIsCommittedOnAMajorityBeforeTheAck) {
   }
   // Both writes' region is dirty for replica 1 on the survivors (unstable set + out_mask).
   for (int i : {0, 2}) {
-    EXPECT_EQ(Regions(i, "mvol", PeerSetIndex(1)), std::vector<uint64_t>{0}) << "replica " << i;
+    EXPECT_EQ(Regions(i, "mvol", PeerSet(1)), std::vector<uint64_t>{0}) << "replica " << i;
   }
 }
 

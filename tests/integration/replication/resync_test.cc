@@ -181,9 +181,9 @@ TEST_F(ResyncTest, KillOneThenIncrementalResyncCopiesOnlyTheDirtyRegions) {
   EXPECT_EQ(vol->states()[1], ReplicaState::kOut);
   // Out on a majority: the survivors' stored metadata says so.
   for (int i : {0, 2}) EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(1).state(), v1::REPLICA_OUT);
-  const auto dirty = Regions(0, "rvol", PeerSetIndex(1));
+  const auto dirty = Regions(0, "rvol", PeerSet(1));
   EXPECT_FALSE(dirty.empty());
-  EXPECT_EQ(dirty, Regions(2, "rvol", PeerSetIndex(1)));
+  EXPECT_EQ(dirty, Regions(2, "rvol", PeerSet(1)));
 
   Restart(1);
   // The resync runs while the writers go on.
@@ -209,7 +209,7 @@ TEST_F(ResyncTest, KillOneThenIncrementalResyncCopiesOnlyTheDirtyRegions) {
               static_cast<unsigned long long>(kVolumeBytes));
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(1).state(), v1::REPLICA_HEALTHY);
-    EXPECT_TRUE(Regions(i, "rvol", PeerSetIndex(1)).empty()) << "replica " << i;
+    EXPECT_TRUE(Regions(i, "rvol", PeerSet(1)).empty()) << "replica " << i;
   }
   ASSERT_TRUE(vol->Flush().ok());
   ExpectAllEqual(writers.model());
@@ -450,7 +450,7 @@ TEST_F(ResyncTest, OwnerKilledMidWriteNextOpenReconciles) {
     EXPECT_EQ(got, data) << "block " << b;
   }
   // The unstable sets were cleared once reconciled.
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty());
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSet).empty());
 }
 
 // The same crash with the reconciliation in the background (what a device's open does): the open
@@ -494,7 +494,7 @@ TEST_F(ResyncTest, BackgroundReconciliationReadsWaitForTheirRegionWritesSurvive)
   }
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < until &&
-         (vol->reconcile_left() > 0 || Regions(0, "rvol", kUnstableSetIndex).size() > 1))
+         (vol->reconcile_left() > 0 || Regions(0, "rvol", kUnstableSet).size() > 1))
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_EQ(vol->reconcile_left(), 0u);
   std::map<uint64_t, std::string> want;
@@ -511,10 +511,10 @@ TEST_F(ResyncTest, BackgroundReconciliationReadsWaitForTheirRegionWritesSurvive)
   // Every deferred region left the unstable sets except the one written since the open, which
   // goes with the next flush.
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(Regions(i, "rvol", kUnstableSetIndex), std::vector<uint64_t>{kRegions}) << "replica " << i;
+    EXPECT_EQ(Regions(i, "rvol", kUnstableSet), std::vector<uint64_t>{kRegions}) << "replica " << i;
   }
   ASSERT_TRUE(vol->Flush().ok());
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(Regions(i, "rvol", kUnstableSet).empty()) << "replica " << i;
 }
 
 // The background pass copied every region, then a replica dies before the pass's flush: that
@@ -548,14 +548,14 @@ TEST_F(ResyncTest, ReplicaLostBeforeTheBackgroundPassFlushesIsMarkedOutAndResync
   EXPECT_EQ(vol->open_stats().deferred_regions, kRegions);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < until &&
-         (!killed || vol->states()[2] != ReplicaState::kOut || !Regions(0, "rvol", kUnstableSetIndex).empty()))
+         (!killed || vol->states()[2] != ReplicaState::kOut || !Regions(0, "rvol", kUnstableSet).empty()))
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(killed.load());
   ASSERT_EQ(vol->states()[2], ReplicaState::kOut);
   for (int i : {0, 1}) {
     EXPECT_EQ(Stat(i, "rvol").replica_set().replicas(2).state(), v1::REPLICA_OUT) << "replica " << i;
-    EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i << ": not cleared";
-    const auto peer = Regions(i, "rvol", PeerSetIndex(2));
+    EXPECT_TRUE(Regions(i, "rvol", kUnstableSet).empty()) << "replica " << i << ": not cleared";
+    const auto peer = Regions(i, "rvol", PeerSet(2));
     for (uint64_t r = 1; r <= kRegions; ++r)
       EXPECT_TRUE(std::binary_search(peer.begin(), peer.end(), r)) << "replica " << i << " region " << r;
   }
@@ -683,7 +683,7 @@ TEST_F(ResyncTest, RebuildingReplicaRestartedWhileNoOwnerHeldItIsRebuiltInFull) 
     ASSERT_NE(got, model[x])
         << "replica 2 kept X (a checkpoint synced it): the test proves nothing";
     for (int i = 0; i < 2; ++i) {
-      const auto peer = Regions(i, "rvol", PeerSetIndex(2));
+      const auto peer = Regions(i, "rvol", PeerSet(2));
       ASSERT_EQ(std::count(peer.begin(), peer.end(), 40u), 0) << "replica " << i;
     }
   }
@@ -702,10 +702,10 @@ TEST_F(ResyncTest, FlushClearsTheUnstableRegions) {
   const uint64_t rb = vol->region_bytes();
   ASSERT_TRUE(vol->Write(0, Pattern(0, 1)).ok());
   ASSERT_TRUE(vol->Write(3 * rb, Pattern(3 * rb / 4096, 1)).ok());
-  EXPECT_EQ(Regions(1, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{0, 3}));
+  EXPECT_EQ(Regions(1, "rvol", kUnstableSet), (std::vector<uint64_t>{0, 3}));
   ASSERT_TRUE(vol->Flush().ok());
   for (int i = 0; i < 3; ++i) {
-    EXPECT_TRUE(Regions(i, "rvol", kUnstableSetIndex).empty()) << "replica " << i;
+    EXPECT_TRUE(Regions(i, "rvol", kUnstableSet).empty()) << "replica " << i;
   }
 }
 
@@ -719,7 +719,7 @@ TEST_F(ResyncTest, FlushClearsOnlyTheRegionsItCovered) {
   ASSERT_TRUE(ReplicatedVolume::Open(replicas_, Opts("fe"), &vol).ok());
   const uint64_t rb = vol->region_bytes();
   for (uint64_t r : {0, 1, 2}) ASSERT_TRUE(vol->Write(r * rb, Pattern(r * rb / 4096, 1)).ok());
-  EXPECT_EQ(Regions(0, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{0, 1, 2}));
+  EXPECT_EQ(Regions(0, "rvol", kUnstableSet), (std::vector<uint64_t>{0, 1, 2}));
 
   auto begin = [&](FanOutOp op, uint64_t offset, size_t queue, FanOutTicket* t) {
     Status failed;
@@ -740,7 +740,7 @@ TEST_F(ResyncTest, FlushClearsOnlyTheRegionsItCovered) {
   ASSERT_TRUE(vol->EndFanOut(flush, Status::Ok()).ok());
   vol->ClearAfterFlush(flush);
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(Regions(i, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{1, 2}))
+    EXPECT_EQ(Regions(i, "rvol", kUnstableSet), (std::vector<uint64_t>{1, 2}))
         << "replica " << i;
   }
 
@@ -752,7 +752,7 @@ TEST_F(ResyncTest, FlushClearsOnlyTheRegionsItCovered) {
   ASSERT_TRUE(vol->Write(5 * rb + 4096, Pattern(5 * rb / 4096 + 1, 1)).ok());
   ASSERT_TRUE(vol->Flush().ok());
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(Regions(i, "rvol", kUnstableSetIndex), (std::vector<uint64_t>{5})) << "replica " << i;
+    EXPECT_EQ(Regions(i, "rvol", kUnstableSet), (std::vector<uint64_t>{5})) << "replica " << i;
   }
 }
 
