@@ -12,6 +12,13 @@
 #                            /dev/ublk-control; fails with the reason if there is no .ko
 #   unload_ublk_driver       rmmod of the loaded driver
 #   ublk_driver_name         module name of $UNBD_KMOD (unbd_ublk or ublk_drv)
+#   start_verifying_writer REPORT FIO_ARGS...  back-to-back time-based fio random-write runs with
+#                            --verify=crc32c (reports REPORT-1.txt, REPORT-2.txt, ...; FIO_ARGS
+#                            name the device, sizes, depth, runtime) until stop_verifying_writer;
+#                            sets writer_pid. A run's length varies a lot under TCG, and fio exits
+#                            128 when interrupted, hence runs that end by themselves.
+#   stop_verifying_writer    lets the current run finish; fails unless every run exited 0 with
+#                            "err= 0" and the kernel logged no I/O error; logs the run count
 #
 # The script runs with `set -euo pipefail`-friendly helpers; cwd is the repository, /tmp is a
 # fresh tmpfs, files written to $UNBD_VM_OUT are kept in the host's run directory.
@@ -72,4 +79,27 @@ load_ublk_driver() {
 
 unload_ublk_driver() {
 	rmmod "$(ublk_driver_name)" || fail "rmmod $(ublk_driver_name) failed"
+}
+
+start_verifying_writer() {
+	_writer_report=$1
+	shift
+	rm -f /tmp/stop-writer
+	(
+		n=0
+		while [ ! -e /tmp/stop-writer ]; do
+			n=$((n + 1))
+			fio --name=verify --rw=randwrite --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
+				--time_based --eta=never "$@" --output="$_writer_report-$n.txt" ||
+				{ echo "fio run $n exited with status $?: $(cat "$_writer_report-$n.txt")"; exit 1; }
+		done
+	) &
+	writer_pid=$!
+}
+stop_verifying_writer() {
+	touch /tmp/stop-writer
+	wait "$writer_pid" || fail "a fio run failed (see $_writer_report-*.txt)"
+	grep -L "err= 0" "$_writer_report"-*.txt | grep . && fail "fio reported errors"
+	dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | grep -i 'I/O error' | head -3)"
+	log "$(ls "$_writer_report"-*.txt | wc -l) fio runs, all exited 0 with data verified"
 }

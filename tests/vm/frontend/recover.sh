@@ -31,20 +31,9 @@ esac
 wait_for_blockdev "$dev"
 id=${dev#/dev/ublkb}
 
-# Back-to-back 20 s fio runs until the cycles are done (a cycle's length varies a lot under TCG, and
-# fio exits 128 when interrupted): every run must exit 0 with every block verified.
-rm -f /tmp/stop-fio
-(
-	n=0
-	while [ ! -e /tmp/stop-fio ]; do
-		n=$((n + 1))
-		fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-1M --ioengine=libaio --direct=1 \
-			--iodepth=8 --size=256M --verify=crc32c --verify_backlog=16 --verify_fatal=1 \
-			--time_based --runtime=20 --eta=never --output="$UNBD_VM_OUT/fio-recover-$n.txt" ||
-			{ echo "fio run $n exited with status $?"; exit 1; }
-	done
-) &
-fio_pid=$!
+# Every fio run must exit 0 with every block verified.
+start_verifying_writer "$UNBD_VM_OUT/fio-recover" --filename="$dev" --bsrange=4k-1M --iodepth=8 --size=256M \
+	--verify_backlog=16 --runtime=20
 sleep 3
 
 # The figure: a probe process, started before the first kill so that no process start-up (slow
@@ -65,7 +54,7 @@ firsts=()
 total=$cycles
 [ -n "$standby" ] && total=$((cycles + 1))
 for ((c = 1; c <= total; c++)); do
-	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
+	kill -0 "$writer_pid" 2>/dev/null || fail "fio died before cycle $c"
 	kill -0 "$probe_pid" 2>/dev/null || fail "the probe died before cycle $c"
 	spid=
 	if [ -n "$standby" ]; then
@@ -121,11 +110,7 @@ log "kill -> the probe's read completes (ms): ${times[*]}; median $(median "${ti
 } >"$UNBD_VM_OUT/recovery-ms.txt"
 grep -h "recovered (#\|first request" "$UNBD_RUN_DIR"/*.log >"$UNBD_VM_OUT/recovery-phases.txt" || true
 
-touch /tmp/stop-fio
-wait "$fio_pid" || fail "a fio run failed (see fio-recover-*.txt)"
-grep -L "err= 0" "$UNBD_VM_OUT"/fio-recover-*.txt | grep . && fail "fio reported errors"
-log "$(ls "$UNBD_VM_OUT"/fio-recover-*.txt | wc -l) fio runs, all exited 0 with data verified"
-dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | grep -i 'I/O error' | head -3)"
+stop_verifying_writer
 "$UNBD" del -n "$id"
 wait_gone "$dev"
 check_no_daemon_errors

@@ -27,24 +27,14 @@ wait_for_blockdev "$dev"
 id=${dev#/dev/ublkb}
 log "$("$UNBD" list -n "$id")"
 
-rm -f /tmp/stop-fio
-(
-	n=0
-	while [ ! -e /tmp/stop-fio ]; do
-		n=$((n + 1))
-		fio --name=verify --filename="$dev" --rw=randwrite --bsrange=4k-256k --ioengine=libaio --direct=1 \
-			--iodepth=8 --size=64M --verify=crc32c --verify_backlog=16 --verify_fatal=1 \
-			--time_based --runtime=20 --eta=never --output="$UNBD_VM_OUT/fio-$n.txt" ||
-			{ echo "fio run $n exited with status $?"; exit 1; }
-	done
-) &
-fio_pid=$!
+start_verifying_writer "$UNBD_VM_OUT/fio" --filename="$dev" --bsrange=4k-256k --iodepth=8 --size=64M \
+	--verify_backlog=16 --runtime=20
 sleep 3
 
 status() { "$UNBD" volume status rv --replicas "$reps" --timeout-ms 30000 "$@"; }
 read -r pid state prev_epoch _ < <(device_fields "$id")  # one `unbd list` per cycle from here on
 for ((c = 1; c <= cycles; c++)); do
-	kill -0 "$fio_pid" 2>/dev/null || fail "fio died before cycle $c"
+	kill -0 "$writer_pid" 2>/dev/null || fail "fio died before cycle $c"
 	if [ "$c" = 2 ]; then
 		# Killing a replica while another is still out (under TCG a stream's connection can time
 		# out right after a recovery, and that replica is then marked out and resynced) would
@@ -85,11 +75,7 @@ done
 # The replica that came back is resynced by the serving daemon (the prober) while fio goes on.
 wait_until 180 status >/dev/null 2>&1 || fail "volume not healthy 180 s after replica 1 returned: $(status || true)"
 log "healthy again: $(status --json | jq -c '[.replicas[] | {address, state}]')"
-touch /tmp/stop-fio
-wait "$fio_pid" || fail "a fio run failed (see fio-*.txt)"
-grep -L "err= 0" "$UNBD_VM_OUT"/fio-*.txt | grep . && fail "fio reported errors"
-log "$(ls "$UNBD_VM_OUT"/fio-*.txt | wc -l) fio runs, all exited 0 with data verified"
-dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | grep -i 'I/O error' | head -3)"
+stop_verifying_writer
 grep -hE "opened on|marked out|->|resync" "$UNBD_RUN_DIR/$id.log" | tail -20 || true
 
 # With the writer gone, the three copies must be identical block for block.
