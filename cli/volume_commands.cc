@@ -159,8 +159,7 @@ std::string DirtyText(const std::map<uint32_t, uint64_t>& dirty) {
   for (const auto& [set, n] : dirty) {
     out += out.empty() ? "" : " ";
     out += set == replication::kUnstableSet ? "unstable=" + std::to_string(n)
-                                                 : "for[" + std::to_string(set - 1) +
-                                                       "]=" + std::to_string(n);
+                                            : "for[" + std::to_string(set - 1) + "]=" + std::to_string(n);
   }
   return out.empty() ? "-" : out;
 }

@@ -57,8 +57,7 @@ nlohmann::json VolumeStatusJson(const replication::VolumeStatusView& v) {
       j["epoch"] = r.volume.epoch();
       nlohmann::json d = nlohmann::json::object();
       for (const auto& [set, n] : r.dirty) {
-        d[set == replication::kUnstableSet ? "unstable"
-                                                : "for_replica_" + std::to_string(set - 1)] = n;
+        d[set == replication::kUnstableSet ? "unstable" : "for_replica_" + std::to_string(set - 1)] = n;
       }
       j["dirty_regions"] = d;
     }

@@ -940,8 +940,8 @@ Status ConnectReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Targe
 Status CreateReplicatedTarget(const DeviceConfig& config, std::unique_ptr<Target>* out,
                               std::unique_ptr<TargetConnections> warm) {
   ReplicatedTargetOptions options;
-  // Only a standby's own ReplicaConnections come here (ConnectTarget chose them by the config).
-  if (const auto* c = static_cast<const ReplicaConnections*>(warm.get())) {
+  // A standby's own ReplicaConnections (ConnectTarget chose them by the config).
+  if (const auto* c = dynamic_cast<const ReplicaConnections*>(warm.get())) {
     options.looked_up = c->looked_up;
     options.looked_up_epoch = c->looked_up_epoch;
   }
