@@ -67,6 +67,20 @@ class ReplicatedTargetTest : public replication::testing::Cluster {
     EXPECT_TRUE(s.ok()) << s.ToString();
     return t;
   }
+  // An open target and one queue it serves: where most tests start.
+  struct Served {
+    std::unique_ptr<ReplicatedTarget> target;
+    FakeQueue q{kDepth};
+    std::unique_ptr<QueueHandler> h;
+  };
+  std::unique_ptr<Served> Serve() {
+    auto served = std::make_unique<Served>();
+    served->target = OpenTarget();
+    if (!served->target) return nullptr;
+    Status s = served->target->CreateQueueHandler(&served->q, &served->h);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return s.ok() ? std::move(served) : nullptr;
+  }
 
   // One round: kDepth writes of 1..16 blocks into distinct 64 KiB slots, every block's data
   // naming the block and a fresh sequence number; `during` runs while they are in flight;
@@ -214,11 +228,9 @@ TEST_F(ReplicatedTargetTest, VerifiedRandomWritesLandOnAllThreeReplicas) {
 }
 
 TEST_F(ReplicatedTargetTest, KilledReplicaFailsNoRequestIsMarkedOutAndResyncedOnReturn) {
-  auto target = OpenTarget();
-  ASSERT_TRUE(target);
-  FakeQueue q(kDepth);
-  std::unique_ptr<QueueHandler> h;
-  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  auto served = Serve();
+  ASSERT_TRUE(served);
+  auto& [target, q, h] = *served;
   for (int round = 0; round < 3; ++round) WriteRound(q, h.get());
   Flush(q, h.get());
   // The flush clears the unstable sets after it completed, off the queue thread: wait for that,
@@ -452,11 +464,9 @@ TEST_F(ReplicatedTargetTest, HungReplicaTimesOutIsMarkedOutNoRequestFailsResynce
       dirs_[2], dirs_[2] + "/data", std::vector<std::string>{"--test-hold-writes-file", hold},
       targets_[2]);
   ASSERT_TRUE(servers_[2]->started());
-  auto target = OpenTarget();
-  ASSERT_TRUE(target);
-  FakeQueue q(kDepth);
-  std::unique_ptr<QueueHandler> h;
-  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  auto served = Serve();
+  ASSERT_TRUE(served);
+  auto& [target, q, h] = *served;
   for (int round = 0; round < 2; ++round) WriteRound(q, h.get());
   {
     std::ofstream f(hold);
@@ -494,11 +504,9 @@ TEST_F(ReplicatedTargetTest, HungReplicaTimesOutIsMarkedOutNoRequestFailsResynce
 // replica lost those writes. Its new server generation gives it away: reads never return its
 // stale data, it is marked out, resynced from the others, and every block is right everywhere.
 TEST_F(ReplicatedTargetTest, ReplicaRestartedBetweenRequestsIsCaughtByItsGenerationAndResynced) {
-  auto target = OpenTarget();
-  ASSERT_TRUE(target);
-  FakeQueue q(kDepth);
-  std::unique_ptr<QueueHandler> h;
-  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  auto served = Serve();
+  ASSERT_TRUE(served);
+  auto& [target, q, h] = *served;
   for (int round = 0; round < 2; ++round) WriteRound(q, h.get());
   Flush(q, h.get());
   for (int round = 0; round < 6; ++round) WriteRound(q, h.get());  // no flush after these
@@ -537,11 +545,9 @@ TEST_F(ReplicatedTargetTest, ReplicaRestartedBetweenRequestsIsCaughtByItsGenerat
 // the next FLUSH fails with -EIO (once: it must not vouch for them); I/O goes on, writes after the
 // restart are kept, and the replicas converge.
 TEST_F(ReplicatedTargetTest, AllReplicasRestartedTheNextFlushFailsOnce) {
-  auto target = OpenTarget();
-  ASSERT_TRUE(target);
-  FakeQueue q(kDepth);
-  std::unique_ptr<QueueHandler> h;
-  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  auto served = Serve();
+  ASSERT_TRUE(served);
+  auto& [target, q, h] = *served;
   WriteRound(q, h.get());
   Flush(q, h.get());
   for (int round = 0; round < 3; ++round) WriteRound(q, h.get());  // no flush after these
@@ -580,11 +586,9 @@ TEST_F(ReplicatedTargetTest, AllReplicasRestartedTheNextFlushFailsOnce) {
 // machine, or servers stalled): reads wait for one to come back, as writes wait for a majority,
 // instead of failing with EIO while the outage is shorter than the retry deadline.
 TEST_F(ReplicatedTargetTest, ReadsWaitWhileEveryReplicaIsUnresponsive) {
-  auto target = OpenTarget();
-  ASSERT_TRUE(target);
-  FakeQueue q(kDepth);
-  std::unique_ptr<QueueHandler> h;
-  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  auto served = Serve();
+  ASSERT_TRUE(served);
+  auto& [target, q, h] = *served;
   WriteRound(q, h.get());
   Flush(q, h.get());
   constexpr uint16_t kReads = 8;
@@ -622,11 +626,9 @@ TEST_F(ReplicatedTargetTest, ReadsGoToTheFastReplicas) {
   // Slowed before any owner opened the volume: nothing to lose.
   Kill(1);
   Restart(1, false, {"--test-read-delay-us", "5000"});
-  auto target = OpenTarget();
-  ASSERT_TRUE(target);
-  FakeQueue q(kDepth);
-  std::unique_ptr<QueueHandler> h;
-  ASSERT_TRUE(target->CreateQueueHandler(&q, &h).ok());
+  auto served = Serve();
+  ASSERT_TRUE(served);
+  auto& [target, q, h] = *served;
   WriteRound(q, h.get(), {}, 64);
   Flush(q, h.get());
   const std::vector<std::pair<uint64_t, uint64_t>> blocks(expect_.begin(), expect_.end());

@@ -48,6 +48,16 @@ class StoreFixture : public ::testing::Test {
     }
     return v.id();
   }
+  // A request on `vol` at `epoch` for [off, off + len); callers add payload, destination, flags.
+  static IoOp Op(v1::Opcode op, uint64_t vol, uint64_t epoch, uint64_t off, uint64_t len) {
+    IoOp o;
+    o.op = op;
+    o.volume_id = vol;
+    o.epoch = epoch;
+    o.offset = off;
+    o.length = len;
+    return o;
+  }
   Status Submit(IoOp op) {
     store_->SubmitBatch(std::span<IoOp>(&op, 1));
     return op.status;

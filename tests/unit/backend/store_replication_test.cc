@@ -31,12 +31,7 @@ class StoreReplicationTest : public StoreFixture {
   Status Do(v1::Opcode op, uint64_t vol, uint64_t epoch, uint64_t off, uint64_t len,
             uint32_t out_mask = 0, bool fua = false) {
     std::string data(op == v1::OP_WRITE ? len : 0, 'd');
-    IoOp o;
-    o.op = op;
-    o.volume_id = vol;
-    o.epoch = epoch;
-    o.offset = off;
-    o.length = len;
+    IoOp o = Op(op, vol, epoch, off, len);
     o.data = data;
     o.out_mask = out_mask;
     o.fua = fua;

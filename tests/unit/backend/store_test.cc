@@ -23,12 +23,7 @@ class StoreTest : public StoreFixture {
   }
   Status Do(v1::Opcode op, uint64_t vol, uint64_t epoch, uint64_t off, uint64_t len,
             std::string_view data = {}, std::string* out = nullptr, bool fua = false) {
-    IoOp o;
-    o.op = op;
-    o.volume_id = vol;
-    o.epoch = epoch;
-    o.offset = off;
-    o.length = len;
+    IoOp o = Op(op, vol, epoch, off, len);
     o.data = data;
     o.read_out = out;
     o.fua = fua;

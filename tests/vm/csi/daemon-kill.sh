@@ -10,10 +10,7 @@ set -euo pipefail
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
 . "$UNBD_REPO/tests/vm/csi/lib.sh"
 
-load_ublk_driver
-modprobe ext4 2>/dev/null || true
-VOLUME_SIZE=64M start_backend
-start_csi
+start_csi_node
 
 vid=$(create_volume pvc-heal $((256 << 20)))
 st=/tmp/k/staging/pvc-heal

@@ -1,4 +1,6 @@
 # Shared helpers for the CSI VM tests (sourced after guest-lib.sh and frontend/lib.sh).
+#   start_csi_node          a node as the tests need it: the ublk driver and ext4 loaded, a 64 MiB
+#                           backend, the agent started
 #   start_csi [args]        unbd-csi on $CSI_SOCK (state in $CSI_DIR), backends $UNBD_SERVER; sets CSI_PID
 #   csi CALL [args]         one csi_client call; prints the response
 #   expect CODE CALL [args] the call must end with gRPC code CODE (OK, NOT_FOUND, ...)
@@ -14,7 +16,13 @@ CSI_DIR=/tmp/csi
 CSI_SOCK=$CSI_DIR/csi.sock
 mkdir -p "$CSI_DIR"
 
-start_csi() {
+start_start_csi_node() {
+	load_ublk_driver
+	modprobe ext4 2>/dev/null || true
+	VOLUME_SIZE=64M start_backend
+	start_csi
+}
+csi() {
 	"$CSI_BIN" --endpoint "unix://$CSI_SOCK" --state-dir "$CSI_DIR/state" --node-id vm-node \
 		--backends "$UNBD_SERVER" --unbd "$UNBD" ${UNBD_CSI_EXTRA_ARGS:-} "$@" >>"$CSI_DIR/csi.log" 2>&1 &
 	CSI_PID=$!

@@ -7,9 +7,7 @@ set -euo pipefail
 . "$UNBD_REPO/tests/vm/frontend/lib.sh"
 . "$UNBD_REPO/tests/vm/csi/lib.sh"
 
-load_ublk_driver
-VOLUME_SIZE=64M start_backend
-start_csi
+start_csi_node
 
 for fs in "$@"; do
 	modprobe "$fs" 2>/dev/null || true
