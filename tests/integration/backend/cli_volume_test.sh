@@ -3,14 +3,10 @@
 # error exits for bad input. Usage: cli_volume_test.sh UNBD_BIN UNBD_SERVER_BIN
 set -eu
 unbd=$1 server=$2
-dir=$(mktemp -d)
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
-"$server" --listen 127.0.0.1:0 --data-dir "$dir/db" --port-file "$dir/ports" --log-level warn &
-pid=$!
-i=0; while [ ! -s "$dir/ports" ]; do i=$((i+1)); [ $i -lt 200 ] || { echo "server did not start"; exit 1; }; sleep 0.05; done
-srv=127.0.0.1:$(head -1 "$dir/ports")
+. "$(dirname "$0")/../servers.sh"
 fail() { echo "FAIL: $*"; exit 1; }
+start 1
+srv=$(addr 1)
 
 "$unbd" volume create web --size 1G --server "$srv" | grep -q 'created volume 1 "web"' || fail create
 "$unbd" volume create db --size 512M --server "$srv" --json | grep -q '"size_bytes": 536870912' || fail create json

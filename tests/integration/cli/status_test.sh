@@ -7,21 +7,10 @@
 # Usage: status_test.sh UNBD_BIN UNBD_SERVER_BIN
 set -eu
 unbd=$1 server=$2
-dir=$(mktemp -d)
-pids=""
-cleanup() { for p in $pids; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../servers.sh"
 fail() { echo "FAIL: $*"; [ -f "$dir/json" ] && cat "$dir/json"; exit 1; }
 command -v jq >/dev/null || { echo "jq is not installed (scripts/install-deps)"; exit 1; }
 
-start() {
-  "$server" --listen 127.0.0.1:0 --data-dir "$dir/db$1" --port-file "$dir/ports$1" --log-level warn 2>>"$dir/log$1" &
-  echo $! >"$dir/pid$1"
-  pids="$pids $!"
-  i=0; while [ ! -s "$dir/ports$1" ]; do i=$((i+1)); [ $i -lt 200 ] || fail "server $1 did not start"; sleep 0.05; done
-  echo "127.0.0.1:$(head -1 "$dir/ports$1")" >"$dir/addr$1"
-}
-addr() { cat "$dir/addr$1"; }
 for n in 1 2 3; do start $n; done
 reps="$(addr 1),$(addr 2),$(addr 3)"
 # The first connection to a server just started can miss its SETTINGS frame on a loaded machine.

@@ -5,25 +5,9 @@
 # Usage: cli_replication_test.sh UNBD_BIN UNBD_SERVER_BIN
 set -eu
 unbd=$1 server=$2
-dir=$(mktemp -d)
-pids=""
-cleanup() { for p in $pids; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../servers.sh"
 fail() { echo "FAIL: $*"; exit 1; }
 
-# start N [PORT]: server N on PORT (0: ephemeral); its address in $dir/addrN, pid in $dir/pidN.
-start() {
-  rm -f "$dir/ports$1"
-  "$server" --listen "127.0.0.1:${2:-0}" --data-dir "$dir/db$1" --port-file "$dir/ports$1" \
-    --log-level warn 2>>"$dir/log$1" &
-  echo $! >"$dir/pid$1"
-  pids="$pids $!"
-  i=0; while [ ! -s "$dir/ports$1" ]; do i=$((i+1)); [ $i -lt 200 ] || fail "server $1 did not start"; sleep 0.05; done
-  echo "127.0.0.1:$(head -1 "$dir/ports$1")" >"$dir/addr$1"
-}
-stop() { kill -9 "$(cat "$dir/pid$1")"; wait "$(cat "$dir/pid$1")" 2>/dev/null || true; }
-addr() { cat "$dir/addr$1"; }
-port() { addr "$1" | cut -d: -f2; }
 for n in 1 2 3 4; do start $n; done
 reps="$(addr 1),$(addr 2),$(addr 3)"
 
