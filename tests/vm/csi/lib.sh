@@ -16,19 +16,19 @@ CSI_DIR=/tmp/csi
 CSI_SOCK=$CSI_DIR/csi.sock
 mkdir -p "$CSI_DIR"
 
-start_start_csi_node() {
-	load_ublk_driver
-	modprobe ext4 2>/dev/null || true
-	VOLUME_SIZE=64M start_backend
-	start_csi
-}
-csi() {
+start_csi() {
 	"$CSI_BIN" --endpoint "unix://$CSI_SOCK" --state-dir "$CSI_DIR/state" --node-id vm-node \
 		--backends "$UNBD_SERVER" --unbd "$UNBD" ${UNBD_CSI_EXTRA_ARGS:-} "$@" >>"$CSI_DIR/csi.log" 2>&1 &
 	CSI_PID=$!
 	wait_until 20 "$CSI_CLIENT" -e "unix://$CSI_SOCK" probe --timeout 1 >/dev/null 2>&1 ||
 		fail "unbd-csi did not answer Probe: $(tail -5 "$CSI_DIR/csi.log")"
 	log "unbd-csi pid $CSI_PID on $CSI_SOCK"
+}
+start_csi_node() {
+	load_ublk_driver
+	modprobe ext4 2>/dev/null || true
+	VOLUME_SIZE=64M start_backend
+	start_csi
 }
 csi() { "$CSI_CLIENT" -e "unix://$CSI_SOCK" "$@"; }
 
