@@ -5,11 +5,12 @@
 # kernel time by /proc/PID/stat, whose tick-sampled times alone were off by up to 2x under TCG).
 # It used to add a second run under `perf record -a` for the share of gRPC's code. In later runs
 # of this TCG guest the samples landed on the idle task (98.5 % of them while backend_bench ran at
-# 467 IOPS, QD1, 2026-12-07) and that share read 0, so the sampling run is gone. With a ublk driver (UNBD_UBLK_DRIVER), it then
-# puts the bare gRPC client's IOPS between fio's on the kernel's nbd device and on a remote unbd
-# device, all at QD1 in this run: what the network protocol allows, and what the frontend adds;
-# the exact CPU per request of unbd-server and the daemon behind the device, and which threads of
-# the guest spend the CPU while it runs (tick-sampled).
+# 467 IOPS, QD1, 2026-12-07) and that share read 0, so the sampling run is gone. With a ublk
+# driver (UNBD_UBLK_DRIVER), it then puts the bare gRPC client's IOPS between fio's on the
+# kernel's nbd device and on a remote unbd device, all at QD1 in this run: what the network
+# protocol allows, and what the frontend adds; the exact CPU per request of unbd-server and the
+# daemon behind the device, and which threads of the guest spend the CPU while it runs
+# (tick-sampled).
 set -uo pipefail
 b=$UNBD_BUILD_DIR/bench/backend_bench
 echo 0 >/proc/sys/kernel/kptr_restrict

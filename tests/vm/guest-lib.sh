@@ -18,7 +18,9 @@
 #                            sets writer_pid. A run's length varies a lot under TCG, and fio exits
 #                            128 when interrupted, hence runs that end by themselves.
 #   stop_verifying_writer    lets the current run finish; fails unless every run exited 0 with
-#                            "err= 0" and the kernel logged no I/O error; logs the run count
+#                            "err= 0" and no_kernel_io_errors passes; logs the run count
+#   no_kernel_io_errors      fails if the kernel logged an I/O error (any device) or a failed
+#                            request on a ublk device
 #
 # The script runs with `set -euo pipefail`-friendly helpers; cwd is the repository, /tmp is a
 # fresh tmpfs, files written to $UNBD_VM_OUT are kept in the host's run directory.
@@ -100,6 +102,11 @@ stop_verifying_writer() {
 	touch /tmp/stop-writer
 	wait "$writer_pid" || fail "a fio run failed (see $_writer_report-*.txt)"
 	grep -L "err= 0" "$_writer_report"-*.txt | grep . && fail "fio reported errors"
-	dmesg | grep -qi "I/O error" && fail "the kernel logged an I/O error: $(dmesg | grep -i 'I/O error' | head -3)"
+	no_kernel_io_errors
 	log "$(ls "$_writer_report"-*.txt | wc -l) fio runs, all exited 0 with data verified"
+}
+no_kernel_io_errors() {
+	local errors
+	errors=$({ dmesg | grep -i "I/O error"; dmesg | grep "blk_update_request" | grep ublkb; } || true)
+	[ -z "$errors" ] || fail "the kernel logged I/O errors: $(echo "$errors" | head -5)"
 }

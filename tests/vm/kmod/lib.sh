@@ -61,10 +61,3 @@ wait_pid_gone() { # PID SECONDS
 	done
 	return 1
 }
-
-no_kernel_io_errors() {
-	if dmesg | grep -E "I/O error|blk_update_request" | grep -q ublkb; then
-		dmesg | grep -E "I/O error|blk_update_request" | tail -5
-		fail "the kernel logged I/O errors on a ublk device"
-	fi
-}

