@@ -4,7 +4,9 @@
 //   inproc  the backend Store called directly, no network: the ceiling
 //   nbd     Debian's nbd-server over loopback through libnbd (the peer)
 // For every workload and queue depth it prints IOPS, MB/s, p50/p99/p99.9 latency and the ratios
-// unbd/nbd and unbd/inproc. `bench/run-backend` builds and runs it.
+// unbd/nbd and unbd/inproc. Each target is prefilled with the same data and read back and checked
+// before its runs (VerifyPrefill), so every run starts from warm caches. `bench/run-backend` builds
+// and runs it.
 #include <arpa/inet.h>
 #include <libnbd.h>
 #include <netinet/in.h>
@@ -121,6 +123,38 @@ std::string RandomBlock(uint64_t seed) {
   return d;
 }
 
+// The volume's content after the prefill: chunk `off` (bytes) of `len` bytes.
+std::string PrefillChunk(uint64_t off, uint32_t len) {
+  std::string d;
+  d.reserve(len);
+  for (uint32_t b = 0; b < len / kIo; ++b) d += RandomBlock(off + b);
+  return d;
+}
+
+constexpr uint32_t kPrefillChunk = 1 << 20;
+
+// Reads the whole volume back in prefill-sized chunks through `read(off, len, &out)` and checks
+// it. Besides catching a target that returns wrong data, it leaves every target in the same
+// steady state before the timed runs: nbd-server's data sits in the page cache from its prefill,
+// and this puts the store's blocks into its block cache the same way.
+template <typename ReadChunk>
+bool VerifyPrefill(const char* name, uint64_t size, ReadChunk read) {
+  std::string got;
+  for (uint64_t off = 0; off < size; off += kPrefillChunk) {
+    if (!read(off, kPrefillChunk, &got)) {
+      std::fprintf(stderr, "[%s] reading back offset %llu failed\n", name,
+                   static_cast<unsigned long long>(off));
+      return false;
+    }
+    if (got != PrefillChunk(off, kPrefillChunk)) {
+      std::fprintf(stderr, "[%s] offset %llu: read back differs from what the prefill wrote\n",
+                   name, static_cast<unsigned long long>(off));
+      return false;
+    }
+  }
+  return true;
+}
+
 // Runs `body(stream_index, depth, deadline, stats)` on one thread per stream.
 template <typename Body>
 Result RunStreams(const Config& cfg, int qd, Body body) {
@@ -188,7 +222,7 @@ class UnbdTarget {
     be::IoClient io(target_);
     s = io.Open(vol_, 1, "bench");
     if (!s.ok()) return false;
-    return Prefill();
+    return Prefill() && ReadBack();
   }
 
   Result Run(const std::string& workload, int qd) {
@@ -321,7 +355,7 @@ class UnbdTarget {
     auto stream = io.stub();
     grpc::ClientContext ctx;
     auto s = stream->Stream(&ctx);
-    const uint32_t chunk = 1 << 20;
+    const uint32_t chunk = kPrefillChunk;
     for (uint64_t off = 0; off < cfg_.size_bytes;) {
       v1::IoBatch batch;
       for (int k = 0; k < 4 && off < cfg_.size_bytes; ++k, off += chunk) {
@@ -331,9 +365,7 @@ class UnbdTarget {
         r->set_epoch(1);
         r->set_offset(off);
         r->set_length(chunk);
-        std::string d;
-        for (uint32_t b = 0; b < chunk / kIo; ++b) d += RandomBlock(off + b);
-        r->set_data(d);
+        r->set_data(PrefillChunk(off, chunk));
       }
       v1::CompletionBatch done;
       if (!s->Write(batch) || !s->Read(&done)) return false;
@@ -346,6 +378,32 @@ class UnbdTarget {
     }
     s->WritesDone();
     return s->Finish().ok();
+  }
+
+  bool ReadBack() {
+    be::IoClient io(target_);
+    auto stub = io.stub();
+    grpc::ClientContext ctx;
+    auto s = stub->Stream(&ctx);
+    auto read = [&](uint64_t off, uint32_t len, std::string* out) {
+      v1::IoBatch batch;
+      auto* r = batch.add_requests();
+      r->set_op(v1::OP_READ);
+      r->set_volume_id(vol_);
+      r->set_epoch(1);
+      r->set_offset(off);
+      r->set_length(len);
+      v1::CompletionBatch done;
+      if (!s->Write(batch) || !s->Read(&done) || done.completions_size() != 1 ||
+          done.completions(0).code() != 0) {
+        return false;
+      }
+      *out = std::move(*done.mutable_completions(0)->mutable_data());
+      return true;
+    };
+    const bool ok = VerifyPrefill("unbd", cfg_.size_bytes, read);
+    s->WritesDone();
+    return s->Finish().ok() && ok;
   }
 
   const Config& cfg_;
@@ -368,21 +426,21 @@ class InprocTarget {
     if (!store_->CreateVolume("bench", cfg_.size_bytes, 0, &v).ok()) return false;
     vol_ = v.id();
     if (!store_->OpenVolume(vol_, 1, "bench", &v).ok()) return false;
-    const uint32_t chunk = 1 << 20;
+    const uint32_t chunk = kPrefillChunk;
     for (uint64_t off = 0; off < cfg_.size_bytes; off += chunk) {
-      std::string d;
-      for (uint32_t b = 0; b < chunk / kIo; ++b) d += RandomBlock(off + b);
-      be::IoOp op;
-      op.op = v1::OP_WRITE;
-      op.volume_id = vol_;
-      op.epoch = 1;
-      op.offset = off;
-      op.length = chunk;
+      const std::string d = PrefillChunk(off, chunk);
+      be::IoOp op = Op(v1::OP_WRITE, off, chunk);
       op.data = d;
       store_->SubmitBatch(std::span<be::IoOp>(&op, 1));
       if (!op.status.ok()) return false;
     }
-    return true;
+    auto read = [&](uint64_t off, uint32_t len, std::string* out) {
+      be::IoOp op = Op(v1::OP_READ, off, len);
+      op.read_out = out;
+      store_->SubmitBatch(std::span<be::IoOp>(&op, 1));
+      return op.status.ok();
+    };
+    return VerifyPrefill("inproc", cfg_.size_bytes, read);
   }
 
   Result Run(const std::string& workload, int qd) {
@@ -420,6 +478,16 @@ class InprocTarget {
   }
 
  private:
+  be::IoOp Op(v1::Opcode code, uint64_t off, uint32_t len) const {
+    be::IoOp op;
+    op.op = code;
+    op.volume_id = vol_;
+    op.epoch = 1;
+    op.offset = off;
+    op.length = len;
+    return op;
+  }
+
   const Config& cfg_;
   std::unique_ptr<be::Store> store_;
   uint64_t vol_ = 0;
@@ -443,10 +511,8 @@ class NbdTarget {
     const std::string img = dir + "/disk.img";
     {
       std::ofstream f(img, std::ios::binary);
-      const uint32_t chunk = 1 << 20;
-      for (uint64_t off = 0; off < cfg_.size_bytes; off += chunk) {
-        std::string d;
-        for (uint32_t b = 0; b < chunk / kIo; ++b) d += RandomBlock(off + b);
+      for (uint64_t off = 0; off < cfg_.size_bytes; off += kPrefillChunk) {
+        const std::string d = PrefillChunk(off, kPrefillChunk);
         f.write(d.data(), static_cast<std::streamsize>(d.size()));
       }
     }
@@ -471,8 +537,13 @@ class NbdTarget {
     for (int i = 0; i < 200; ++i) {
       nbd_handle* h = Connect();
       if (h) {
+        auto read = [&](uint64_t off, uint32_t len, std::string* out) {
+          out->resize(len);
+          return nbd_pread(h, out->data(), len, off, 0) == 0;
+        };
+        const bool ok = VerifyPrefill("nbd", cfg_.size_bytes, read);
         nbd_close(h);
-        return true;
+        return ok;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
