@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   // adds wake-up hand-offs (QD1 p50 on 2 cores: 36 us with one thread, 58 us with two), while
   // RocksDB's background jobs and the kernel's TCP work need the remaining cores anyway.
   unsigned stream_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
-  uint32_t poll_us = 0;
+  uint32_t poll_us = 50;
   app.add_option("--listen", listen, "gRPC address HOST:PORT (port 0: pick a free one)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "RocksDB directory (created if missing)")->required();
@@ -83,9 +83,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 256u));
   app.add_option("--poll-us", poll_us,
-                 "after serving a stream's batch, its thread polls for the next one for this many "
-                 "microseconds before it sleeps (lower QD1 latency for a core's worth of CPU); 0: "
-                 "off")
+                 "while a queue sees small batches (QD1-like clients) arriving less than this many "
+                 "microseconds apart, its thread polls for the next one that long before it "
+                 "sleeps: lower QD1 latency for CPU spent spinning; 0: off")
       ->capture_default_str()
       ->check(CLI::Range(0u, 100000u));
   app.add_option("--region-bytes", region_bytes,

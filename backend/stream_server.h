@@ -27,8 +27,11 @@ namespace unbd::backend {
 
 class StreamServer {
  public:
-  // `poll_us` > 0: after an event a queue's thread polls for the next one for up to that long
-  // before it sleeps (see Run).
+  // Batches of at most this many requests count as latency-bound for polling.
+  static constexpr int kPollMaxBatch = 2;
+
+  // `poll_us` > 0: while a queue sees small batches arriving less than `poll_us` apart, its
+  // thread polls for the next event for up to that long before it sleeps (see Run).
   StreamServer(VolumeService* service, std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs,
                uint32_t poll_us = 0);
   ~StreamServer();
@@ -41,11 +44,21 @@ class StreamServer {
   // back to a queue.
   void RunOffQueue(std::function<void()> work);
 
+  // A queue's polling state; touched only by the queue's thread.
+  struct QueueLoad {
+    std::chrono::nanoseconds idle{0};  // how long the thread waited for the current event
+    bool poll = false;                 // spin for the next event instead of sleeping
+  };
+  // Called by a call on its queue's thread when a batch of `requests` arrives: decides whether
+  // the thread polls for the next one.
+  void NoteBatch(QueueLoad* load, int requests) const;
+
  private:
-  void Run(grpc::ServerCompletionQueue* cq);
+  void Run(grpc::ServerCompletionQueue* cq, QueueLoad* load);
 
   VolumeService* service_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
+  std::vector<QueueLoad> loads_;  // one per queue
   const std::chrono::microseconds poll_;
   std::vector<std::thread> threads_;
   std::mutex workers_mu_;
