@@ -705,11 +705,14 @@ int main(int argc, char** argv) {
 
   std::map<std::string, std::map<std::string, Result>> results;  // target -> "workload/qd"
   auto key = [](const std::string& w, int qd) { return w + "/" + std::to_string(qd); };
+  // A target that cannot start, returns wrong data or fails requests fails the whole run.
+  int failures = 0;
   auto run_target = [&](const std::string& name, auto& target) {
     std::fprintf(stderr, "[%s] preparing %llu MiB...\n", name.c_str(),
                  static_cast<unsigned long long>(cfg.size_bytes >> 20));
     if (!target.Start()) {
       std::fprintf(stderr, "[%s] failed to start; skipped\n", name.c_str());
+      ++failures;
       return;
     }
     for (const auto& w : cfg.workloads) {
@@ -718,6 +721,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "[%s] %-9s QD%-3d running for %.1f s\n", name.c_str(), w.c_str(), qd, cfg.seconds);
         Result r = target.Run(w, qd);
         results[name][key(w, qd)] = r;
+        if (r.errors) ++failures;
         std::fprintf(stderr, "[%s] %-9s QD%-3d %8.0f IOPS  p50 %7.1f us%s\n", name.c_str(),
                      w.c_str(), qd, r.iops, r.p50_us, r.errors ? "  ERRORS" : "");
       }
@@ -770,5 +774,5 @@ int main(int argc, char** argv) {
     }
   }
   std::filesystem::remove_all(cfg.work_dir);
-  return 0;
+  return failures == 0 ? 0 : 1;
 }
