@@ -274,12 +274,8 @@ class UnbdTarget {
         if (batch.requests_size() != count) {
           batch.Clear();
           for (int k = 0; k < count; ++k) {
-            v1::IoRequest* r = batch.add_requests();
+            v1::IoRequest* r = AddRequest(&batch, write ? v1::OP_WRITE : v1::OP_READ, 0, kIo);
             r->set_tag(static_cast<uint32_t>(b * 1024 + k));
-            r->set_op(write ? v1::OP_WRITE : v1::OP_READ);
-            r->set_volume_id(vol_);
-            r->set_epoch(1);
-            r->set_length(kIo);
             r->set_fua(fua);
             if (write) r->set_data(payload);
           }
@@ -359,13 +355,7 @@ class UnbdTarget {
     for (uint64_t off = 0; off < cfg_.size_bytes;) {
       v1::IoBatch batch;
       for (int k = 0; k < 4 && off < cfg_.size_bytes; ++k, off += chunk) {
-        auto* r = batch.add_requests();
-        r->set_op(v1::OP_WRITE);
-        r->set_volume_id(vol_);
-        r->set_epoch(1);
-        r->set_offset(off);
-        r->set_length(chunk);
-        r->set_data(PrefillChunk(off, chunk));
+        AddRequest(&batch, v1::OP_WRITE, off, chunk)->set_data(PrefillChunk(off, chunk));
       }
       v1::CompletionBatch done;
       if (!s->Write(batch) || !s->Read(&done)) return false;
@@ -380,6 +370,17 @@ class UnbdTarget {
     return s->Finish().ok();
   }
 
+  // A request on the bench volume at epoch 1.
+  v1::IoRequest* AddRequest(v1::IoBatch* batch, v1::Opcode op, uint64_t off, uint32_t len) const {
+    v1::IoRequest* r = batch->add_requests();
+    r->set_op(op);
+    r->set_volume_id(vol_);
+    r->set_epoch(1);
+    r->set_offset(off);
+    r->set_length(len);
+    return r;
+  }
+
   bool ReadBack() {
     be::IoClient io(target_);
     auto stub = io.stub();
@@ -387,12 +388,7 @@ class UnbdTarget {
     auto s = stub->Stream(&ctx);
     auto read = [&](uint64_t off, uint32_t len, std::string* out) {
       v1::IoBatch batch;
-      auto* r = batch.add_requests();
-      r->set_op(v1::OP_READ);
-      r->set_volume_id(vol_);
-      r->set_epoch(1);
-      r->set_offset(off);
-      r->set_length(len);
+      AddRequest(&batch, v1::OP_READ, off, len);
       v1::CompletionBatch done;
       if (!s->Write(batch) || !s->Read(&done) || done.completions_size() != 1 ||
           done.completions(0).code() != 0) {
