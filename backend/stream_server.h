@@ -33,7 +33,7 @@ class StreamServer {
   // `poll_us` > 0: while a queue sees small batches arriving less than `poll_us` apart, its
   // thread polls for the next event for up to that long before it sleeps (see Run).
   StreamServer(VolumeService* service, std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs,
-               uint32_t poll_us = 0);
+               uint32_t poll_us);
   ~StreamServer();
 
   void Start();
