@@ -107,6 +107,6 @@ stop_verifying_writer() {
 }
 no_kernel_io_errors() {
 	local errors
-	errors=$({ dmesg | grep -i "I/O error"; dmesg | grep "blk_update_request" | grep ublkb; } || true)
+	errors=$(dmesg | grep -iE "I/O error|blk_update_request.*ublkb" || true)
 	[ -z "$errors" ] || fail "the kernel logged I/O errors: $(echo "$errors" | head -5)"
 }
